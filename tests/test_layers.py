@@ -1,8 +1,8 @@
 """rnnlab.RNN / LSTM / GRU against torch.nn with copied weights: outputs, final states and every gradient, for both
 engine backends, over the full grid of layer options (4 cells x 3 depths x 2^5 flags = 384 configurations)."""
 import itertools
-import zlib
 import random
+import zlib
 
 import pytest
 import torch

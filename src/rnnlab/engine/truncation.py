@@ -84,7 +84,7 @@ def tbptt(module: Callable, inputs: Tensor, targets, loss_fn: Callable, k1: int,
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=time_dim)
         loss = loss_fn(span(out, prev_end - s, t - s), span(targets, prev_end, t))
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if on_update is not None:
             on_update()
         prev_end = t

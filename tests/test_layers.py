@@ -20,22 +20,6 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 GRID = list(itertools.product(CELLS, (1, 2, 3), (False, True), (False, True), (False, True), (False, True), (False, True)))
 
 
-@pytest.fixture(params=["cpp", "python"])
-def backend(request, monkeypatch):
-    """Run the test under each engine backend. The C++ one must build wherever a compiler exists."""
-    if request.param == "cpp":
-        import shutil
-
-        from rnnlab.engine import _cpp
-
-        if _cpp.load() is None:
-            if shutil.which("c++") is None and shutil.which("g++") is None:
-                pytest.skip("no C++ compiler: the C++ engine cannot be built here")
-            pytest.fail("a C++ compiler is present but the C++ engine did not build")
-    monkeypatch.setenv("RNNLAB_BACKEND", request.param)
-    return request.param
-
-
 def rel_err(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30)) if b.norm() > 0 else float(a.norm())
 

@@ -1,0 +1,44 @@
+# make demo  - set up .venv (if missing) and run the engine demo
+# make test  - set up .venv (if missing) and run the fast test suite (engine tests under both backends)
+# make bench - set up .venv (if missing) and run the engine benchmark (tuned malloc, then default malloc)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Written after a successful install; redone when the package metadata or the pins change.
+STAMP  := $(VENV)/.rnnlab-installed
+PYTEST := $(BIN)/python -m pytest -q
+BENCH_ARGS ?=
+
+.PHONY: demo test test-slow bench bench-quick install clean
+
+demo: $(STAMP)
+	$(BIN)/rnnlab demo
+
+# The fast suite. Engine tests take the `backend` fixture (tests/conftest.py), so this one run covers both the
+# C++ and the pure-PyTorch backend; a C++ build failure fails them rather than falling back silently.
+test: $(STAMP)
+	$(PYTEST) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/engine.py --default-malloc $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/engine.py --quick $(BENCH_ARGS)
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# constraints.txt pins torch to the CPU build on this machine's disk; never let pip choose another torch.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache

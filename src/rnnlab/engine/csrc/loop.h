@@ -1,0 +1,526 @@
+// The rnnlab time loop (forward and hand-written BPTT), generic over the cell.
+//
+// Parallel scheme: ONE OpenMP parallel region alive for the whole time loop.
+// Thread p owns a contiguous slice of hidden units [j0, j0+hp) (a multiple of
+// 8 units except the last), together with
+//   forward : the rows of W_hh of all gates for its units, packed into one
+//             contiguous (G*hp, H) block, and the gate math / c / h of its units;
+//   backward: the columns of W_hh for its units, packed into (G*H, hp).
+// One barrier per step:
+//   forward : after h_t[:, own units] is written (the next GEMM reads all of h_t)
+//   backward: after dgates_t[:, own gate columns] is written (the GEMM
+//             dh_{t-1}[:, own units] = dgates_t @ W_hh[:, own units] reads all).
+// BLAS is called directly (MKL's sgemm_/dgemm_), single-threaded per worker.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <omp.h>
+
+#include <cstdlib>
+#include <vector>
+
+#include "common.h"
+#include "elman.h"
+#include "rgemm.h"
+#include "gru.h"
+#include "lstm.h"
+
+namespace rnnlab {
+
+using at::Tensor;
+
+struct Plan {
+  int P = 1;
+  std::vector<int64_t> j0, hp;
+};
+
+// Threads for the time loop.  A barrier + a single-threaded small GEMM costs
+// ~1-2 us; below ~flops_min of recurrent work per step one thread is faster.
+inline int choose_threads(int64_t G, int64_t H, int64_t N, int64_t T) {
+  int P = at::get_num_threads();
+  if (const char* e = std::getenv("RNNLAB_THREADS")) {
+    int v = std::atoi(e);
+    if (v > 0) P = std::min(P, v);
+  }
+  if (P <= 1 || T == 0) return 1;
+  double bavg = double(N) / double(T);
+  double flops = 2.0 * double(G) * double(H) * double(H) * bavg;
+  double flops_min = 1.5e5;
+  if (const char* e = std::getenv("RNNLAB_PAR_FLOPS")) flops_min = std::atof(e);
+  if (flops < flops_min) return 1;
+  int64_t maxp = std::max<int64_t>(1, (H + 15) / 16);
+  return (int)std::min<int64_t>(P, maxp);
+}
+
+inline Plan make_plan(int64_t H, int P) {
+  Plan pl;
+  pl.P = P;
+  int64_t per = (H + P - 1) / P;
+  per = (per + 7) / 8 * 8;
+  int64_t j = 0;
+  for (int p = 0; p < P; ++p) {
+    int64_t n = std::min(per, H - j);
+    if (n < 0) n = 0;
+    pl.j0.push_back(j);
+    pl.hp.push_back(n);
+    j += n;
+  }
+  return pl;
+}
+
+// Runs f(p) on P threads (one parallel region), or inline when P == 1.
+template <typename F>
+inline void run_region(int P, F&& f) {
+  if (P <= 1) {
+    int old = MKL_Set_Num_Threads_Local(1);
+    f(0);
+    MKL_Set_Num_Threads_Local(old);
+    return;
+  }
+#pragma omp parallel num_threads(P)
+  {
+    int old = MKL_Set_Num_Threads_Local(1);
+    f(omp_get_thread_num());
+    MKL_Set_Num_Threads_Local(old);
+  }
+}
+
+inline void step_barrier(int P) {
+  if (P > 1) {
+#pragma omp barrier
+  }
+}
+
+struct Steps {
+  int64_t T = 0;
+  std::vector<int64_t> bs, off;
+  explicit Steps(const Tensor& batch_sizes) {
+    Tensor b = batch_sizes.to(at::kLong).contiguous();
+    T = b.numel();
+    const int64_t* p = b.data_ptr<int64_t>();
+    bs.assign(p, p + T);
+    off.resize(T + 1);
+    off[0] = 0;
+    for (int64_t t = 0; t < T; ++t) off[t + 1] = off[t] + bs[t];
+  }
+};
+
+inline Tensor empty0(const Tensor& like) { return at::empty({0}, like.options()); }
+
+// Recurrent-step GEMM with B packed once per call, per thread:
+//   C (M x ncols, ldc) = / += A (M x K, lda) @ B (K x ncols)
+// float: own kernel on packed column panels (rgemm.h); double: MKL dgemm on
+// B^T stored row-major (ncols x K).
+template <typename T>
+struct RecW;
+template <>
+struct RecW<float> {
+  static int64_t size(int64_t K, int64_t ncols) { return rg::packed_size(K, ncols); }
+  template <typename F>
+  static void pack(int64_t K, int64_t ncols, float* dst, F&& src) {
+    rg::pack(K, ncols, dst, src);
+  }
+  static void mm(int64_t M, int64_t ncols, int64_t K, const float* A,
+                 int64_t lda, const float* Bp, float* C, int64_t ldc, bool acc) {
+    rg::run(M, ncols, K, A, lda, Bp, C, ldc, acc);
+  }
+};
+template <>
+struct RecW<double> {
+  static int64_t size(int64_t K, int64_t ncols) { return K * ncols; }
+  template <typename F>
+  static void pack(int64_t K, int64_t ncols, double* dst, F&& src) {
+    for (int64_t n = 0; n < ncols; ++n)
+      for (int64_t k = 0; k < K; ++k) dst[n * K + k] = src(k, n);
+  }
+  static void mm(int64_t M, int64_t ncols, int64_t K, const double* A,
+                 int64_t lda, const double* Bp, double* C, int64_t ldc, bool acc) {
+    gemm_cm('T', 'N', ncols, M, K, 1.0, Bp, K, A, lda, acc ? 1.0 : 0.0, C, ldc);
+  }
+};
+
+// Y = X @ W^T (+ b), for the big one-shot GEMMs (input projection, dx, dW).
+// float32 goes through oneDNN (mkldnn::_linear_pointwise), which uses the
+// CPU's widest ISA on any vendor; MKL (at::mm) runs its AVX2 path on AMD.
+// X and W may be strided views (e.g. transposes).  Falls back to at::addmm.
+inline Tensor lin(const Tensor& X, const Tensor& W, const Tensor& b) {
+  if (X.scalar_type() == at::kFloat && X.size(0) > 0 && W.size(0) > 0 &&
+      X.size(1) > 0) {
+    using Sig = at::Tensor(const at::Tensor&, const at::Tensor&,
+                           const std::optional<at::Tensor>&, c10::string_view,
+                           c10::List<std::optional<at::Scalar>>,
+                           std::optional<c10::string_view>);
+    static const auto handle = []() -> std::optional<c10::TypedOperatorHandle<Sig>> {
+      if (std::getenv("RNNLAB_NO_ONEDNN")) return std::nullopt;
+      try {
+        auto h = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+        if (!h) return std::nullopt;
+        return h->typed<Sig>();
+      } catch (...) {
+        return std::nullopt;
+      }
+    }();
+    if (handle) {
+      try {
+        std::optional<at::Tensor> bo;
+        if (b.defined() && b.numel()) bo = b;
+        return handle->call(X, W, bo, "none", c10::List<std::optional<at::Scalar>>(),
+                            std::nullopt);
+      } catch (...) {
+      }
+    }
+  }
+  if (b.defined() && b.numel()) return at::addmm(b, X, W.t());
+  return at::mm(X, W.t());
+}
+
+// ---------------------------------------------------------------- forward
+template <typename T, typename Cell>
+std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
+                                 Tensor c0, Tensor w_ih, Tensor w_hh,
+                                 Tensor b_ih, Tensor b_hh, bool reverse,
+                                 bool save) {
+  constexpr int64_t G = Cell::G;
+  constexpr bool isGRU = std::is_same<Cell, GRUCell>::value;
+  Steps st(batch_sizes);
+  const int64_t N = x.size(0), H = h0.size(1), B = h0.size(0);
+  const int64_t GH = G * H;
+  TORCH_CHECK(st.off[st.T] == N, "rnnlab: sum(batch_sizes) != x.size(0)");
+  TORCH_CHECK(st.T == 0 || st.bs[0] == B, "rnnlab: batch_sizes[0] != h0.size(0)");
+  for (int64_t t = 1; t < st.T; ++t)
+    TORCH_CHECK(st.bs[t] <= st.bs[t - 1] && st.bs[t] > 0,
+                "rnnlab: batch_sizes must be positive and non-increasing");
+  TORCH_CHECK(w_hh.size(0) == GH && w_hh.size(1) == H, "rnnlab: bad w_hh shape");
+  TORCH_CHECK(w_ih.size(0) == GH && w_ih.size(1) == x.size(1), "rnnlab: bad w_ih shape");
+  const bool bias = b_ih.numel() > 0;
+
+  // Input projection of all steps: one GEMM, biases folded (not GRU's b_hn).
+  Tensor bc, bhn;
+  if (bias) {
+    if (isGRU) {
+      bc = b_ih.clone();
+      bc.narrow(0, 0, 2 * H).add_(b_hh.narrow(0, 0, 2 * H));
+      bhn = b_hh.narrow(0, 2 * H, H).contiguous();
+    } else {
+      bc = b_ih + b_hh;
+    }
+  }
+  Tensor gi = lin(x, w_ih, bc).contiguous();
+  Tensor out = at::empty({N, H}, x.options());
+  Tensor cstate, call, hnall;
+  if (Cell::kHasC) {
+    cstate = c0.numel() ? c0.clone() : at::zeros({B, H}, x.options());
+    if (save) call = at::empty({N, H}, x.options());
+  }
+  if (isGRU && save) hnall = at::empty({N, H}, x.options());
+
+  const int P = choose_threads(G, H, N, st.T);
+  Plan pl = make_plan(H, P);
+  // Per-thread packed W_hh: B[k][n] = W_hh[g*H + j0 + u][k], n = g*hp + u.
+  std::vector<int64_t> woff(P + 1, 0);
+  int64_t hpmax = 0;
+  for (int p = 0; p < P; ++p) {
+    woff[p + 1] = woff[p] + RecW<T>::size(H, G * pl.hp[p]) + 64;
+    hpmax = std::max(hpmax, pl.hp[p]);
+  }
+  Tensor wpk = at::empty({woff[P]}, w_hh.options());
+  const int64_t scr_stride = ((B * G * hpmax + 15) / 16) * 16 + 16;
+  Tensor scratch = at::empty({P * scr_stride}, x.options());
+
+  T* gip = gi.data_ptr<T>();
+  T* outp = out.data_ptr<T>();
+  const T* h0p = h0.data_ptr<T>();
+  T* cp = Cell::kHasC ? cstate.data_ptr<T>() : nullptr;
+  T* callp = call.defined() ? call.data_ptr<T>() : nullptr;
+  T* hnp = hnall.defined() ? hnall.data_ptr<T>() : nullptr;
+  const T* bhnp = bhn.defined() ? bhn.data_ptr<T>() : nullptr;
+  const T* whh = w_hh.data_ptr<T>();
+  T* wpkp = wpk.data_ptr<T>();
+  T* scrp = scratch.data_ptr<T>();
+
+  run_region(P, [&](int p) {
+    const int64_t j0 = pl.j0[p], hp = pl.hp[p];
+    T* W = wpkp + woff[p];
+    const int64_t ld = G * hp;
+    // each thread packs its own block (first touch: its memory, its cache)
+    RecW<T>::pack(H, ld, W, [&](int64_t k, int64_t n) {
+      const int64_t g = n / hp, u = n - g * hp;
+      return whh[(g * H + j0 + u) * H + k];
+    });
+    T* scr = scrp + p * scr_stride;
+    for (int64_t s = 0; s < st.T; ++s) {
+      const int64_t t = reverse ? st.T - 1 - s : s;
+      const int64_t nb = st.bs[t], row0 = st.off[t];
+      int64_t n1 = 0;
+      const T* prev = nullptr;
+      if (s > 0) {
+        const int64_t tp = reverse ? t + 1 : t - 1;
+        n1 = std::min(nb, st.bs[tp]);
+        prev = outp + st.off[tp] * H;
+      }
+      if (hp > 0) {
+        if (n1 > 0) RecW<T>::mm(n1, ld, H, prev, H, W, scr, ld, false);
+        if (nb > n1)
+          RecW<T>::mm(nb - n1, ld, H, h0p + n1 * H, H, W, scr + n1 * ld, ld, false);
+        for (int64_t b = 0; b < nb; ++b) {
+          const T* hprev = b < n1 ? prev + b * H : h0p + b * H;
+          const int64_t r = row0 + b;
+          Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev,
+                        cp ? cp + b * H : nullptr, outp + r * H,
+                        callp ? callp + r * H : nullptr,
+                        hnp ? hnp + r * H : nullptr, bhnp);
+        }
+      }
+      step_barrier(P);
+    }
+  });
+
+  // h_n row b = output of sequence b's last processed step.
+  Tensor hn = h0.clone();
+  if (st.T > 0) {
+    T* hnp2 = hn.data_ptr<T>();
+    if (reverse) {
+      std::memcpy(hnp2, outp, sizeof(T) * B * H);
+    } else {
+      for (int64_t t = 0; t < st.T; ++t) {
+        const int64_t nb = st.bs[t];
+        const int64_t nn = t + 1 < st.T ? st.bs[t + 1] : 0;  // rows ending at t
+        if (nb > nn)
+          std::memcpy(hnp2 + nn * H, outp + (st.off[t] + nn) * H,
+                      sizeof(T) * (nb - nn) * H);
+      }
+    }
+  }
+  std::vector<Tensor> res{out, hn, Cell::kHasC ? cstate : empty0(x)};
+  if (save) {
+    if (std::is_same<Cell, LSTMCell>::value) {
+      res.push_back(gi);
+      res.push_back(call);
+    } else if (isGRU) {
+      res.push_back(gi);
+      res.push_back(hnall);
+    }
+    res.push_back(out);
+  }
+  return res;
+}
+
+// ------------------------------------------------------------- backward
+template <typename T, typename Cell>
+std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
+                                  Tensor h0, Tensor c0, Tensor w_ih,
+                                  Tensor w_hh, Tensor b_ih, Tensor b_hh,
+                                  bool reverse, const std::vector<Tensor>& saved,
+                                  Tensor grad_out, Tensor grad_hn,
+                                  Tensor grad_cn, bool probe) {
+  constexpr int64_t G = Cell::G, GD = Cell::GD;
+  constexpr bool isGRU = std::is_same<Cell, GRUCell>::value;
+  constexpr bool isLSTM = std::is_same<Cell, LSTMCell>::value;
+  Steps st(batch_sizes);
+  const int64_t N = x.size(0), I = x.size(1), H = h0.size(1), B = h0.size(0);
+  const int64_t GH = G * H;
+  const bool bias = b_ih.numel() > 0;
+  TORCH_CHECK(st.off[st.T] == N, "rnnlab: sum(batch_sizes) != x.size(0)");
+  TORCH_CHECK(saved.size() == (isLSTM || isGRU ? 3u : 1u),
+              "rnnlab: wrong number of saved tensors");
+  Tensor out = saved.back().contiguous();
+  Tensor gates = (isLSTM || isGRU) ? saved[0].contiguous() : out;
+  Tensor extra = (isLSTM || isGRU) ? saved[1].contiguous() : Tensor();
+  TORCH_CHECK(out.size(0) == N && gates.size(0) == N, "rnnlab: bad saved tensors");
+  TORCH_CHECK(grad_out.numel() == 0 || grad_out.size(0) == N, "rnnlab: bad grad_out");
+
+  Tensor dh = grad_hn.numel() ? grad_hn.contiguous().clone()
+                              : at::zeros({B, H}, x.options());
+  Tensor dc;
+  if (isLSTM)
+    dc = grad_cn.numel() ? grad_cn.contiguous().clone()
+                         : at::zeros({B, H}, x.options());
+  Tensor c0z;
+  if (isLSTM) c0z = c0.numel() ? c0 : at::zeros({B, H}, x.options());
+  const bool has_go = grad_out.numel() > 0;
+
+  const int P = choose_threads(G, H, N, st.T);
+  Plan pl = make_plan(H, P);
+  // Per-thread packed W_hh columns: B[k][u] = W_hh[hrow(k)][j0 + u].
+  std::vector<int64_t> woff(P + 1, 0);
+  for (int p = 0; p < P; ++p)
+    woff[p + 1] = woff[p] + RecW<T>::size(GH, pl.hp[p]) + 64;
+  Tensor wpk = at::empty({woff[P]}, w_hh.options());
+  std::vector<double> part(probe ? size_t(P) * st.T : 0, 0.0);
+
+  // The time loop runs over chunks of consecutive steps (<= ~R rows); after
+  // each chunk its dgates rows go through the big GEMMs (dx rows, dW, db), so
+  // only one chunk of dgates is ever held in memory (not N x GD*H).
+  int64_t R = std::max<int64_t>(512, (int64_t(4) << 20) / (GD * H));
+  if (const char* e = std::getenv("RNNLAB_BWD_CHUNK_ROWS")) R = std::max<int64_t>(1, std::atoll(e));
+  int64_t maxbs = 0;
+  for (int64_t t = 0; t < st.T; ++t) maxbs = std::max(maxbs, st.bs[t]);
+  const int64_t Rbuf = std::min<int64_t>(N, std::max(R, maxbs));
+  Tensor dGc = at::empty({std::max<int64_t>(Rbuf, 1), GD * H}, x.options());
+
+  T* dhp = dh.data_ptr<T>();
+  T* dcp = isLSTM ? dc.data_ptr<T>() : nullptr;
+  const T* gop = has_go ? grad_out.data_ptr<T>() : nullptr;
+  const T* outp = out.data_ptr<T>();
+  const T* gp = gates.data_ptr<T>();
+  const T* ep = extra.defined() ? extra.data_ptr<T>() : nullptr;
+  const T* h0p = h0.data_ptr<T>();
+  const T* c0p = isLSTM ? c0z.data_ptr<T>() : nullptr;
+  const T* xp = x.data_ptr<T>();
+  T* dGp = dGc.data_ptr<T>();
+  const T* whh = w_hh.data_ptr<T>();
+  T* wpkp = wpk.data_ptr<T>();
+  const int64_t gw = gates.size(1);            // row width of `gates`
+  const int64_t ew = isLSTM || isGRU ? H : 0;  // row width of `extra`
+
+  // pack (each thread its own block: first touch in its own cache)
+  run_region(P, [&](int p) {
+    const int64_t j0 = pl.j0[p], hp = pl.hp[p];
+    RecW<T>::pack(GH, hp, wpkp + woff[p], [&](int64_t k, int64_t u) {
+      return whh[Cell::hrow(k, H) * H + j0 + u];
+    });
+  });
+
+  const bool multi = N > Rbuf;  // more than one chunk
+  Tensor dx = multi ? at::empty({N, I}, x.options()) : at::zeros({N, I}, x.options());
+  Tensor dwih = at::zeros({GH, I}, x.options());
+  Tensor dwhh = at::zeros({GH, H}, x.options());
+  Tensor dgsum = at::zeros({GD * H}, x.options());
+  const Tensor none;
+  const Tensor wihT = w_ih.t().contiguous();  // (I, GH): dx = dGi @ w_ih
+  Tensor xh = at::empty({std::max<int64_t>(Rbuf, 1), I + H}, x.options());  // [x | h_prev] rows
+  T* xhp = xh.data_ptr<T>();
+
+  int64_t s_begin = 0;
+  while (s_begin < st.T) {
+    // chunk = steps s_begin .. s_end-1 in backward processing order
+    int64_t s_end = s_begin, rows = 0;
+    while (s_end < st.T) {
+      const int64_t t = reverse ? s_end : st.T - 1 - s_end;
+      if (rows > 0 && rows + st.bs[t] > Rbuf) break;
+      rows += st.bs[t];
+      ++s_end;
+    }
+    const int64_t t_first = reverse ? s_begin : st.T - 1 - s_begin;
+    const int64_t t_last = reverse ? s_end - 1 : st.T - 1 - (s_end - 1);
+    const int64_t rowlo = st.off[std::min(t_first, t_last)];
+    const int64_t rowhi = st.off[std::max(t_first, t_last) + 1];
+
+    run_region(P, [&](int p) {
+      using Tr = VT<T>;
+      using V = typename Tr::V;
+      const int64_t j0 = pl.j0[p], hp = pl.hp[p];
+      const T* W = wpkp + woff[p];
+      for (int64_t s = s_begin; s < s_end; ++s) {
+        const int64_t t = reverse ? s : st.T - 1 - s;
+        const int64_t nb = st.bs[t], row0 = st.off[t];
+        const bool has_prev = reverse ? t < st.T - 1 : t > 0;
+        const int64_t tp = reverse ? t + 1 : t - 1;
+        const int64_t n1 = has_prev ? std::min(nb, st.bs[tp]) : 0;
+        const int64_t prow = has_prev ? st.off[tp] : 0;
+        T* dGt = dGp + (row0 - rowlo) * GD * H;
+        if (hp > 0) {
+          double sq = 0.0;
+          for (int64_t b = 0; b < nb; ++b) {
+            const int64_t r = row0 + b;
+            T* dhr = dhp + b * H;
+            if (gop || probe) {
+              V acc = Tr::bc(T(0));
+              for_chunks<T>(hp, [&](int64_t u, int w) {
+                Lanes<T> L{w};
+                V v = L.ld(dhr + j0 + u);
+                if (gop) v = v + L.ld(gop + r * H + j0 + u);
+                L.st(dhr + j0 + u, v);
+                acc = acc + v * v;
+              });
+              sq += (double)Tr::hsum(acc);
+            }
+            const T* hprev = b < n1 ? outp + (prow + b) * H : h0p + b * H;
+            const T* cprev = nullptr;
+            const T* cnew = nullptr;
+            if (isLSTM) {
+              cprev = b < n1 ? ep + (prow + b) * ew : c0p + b * H;
+              cnew = ep + r * ew;
+            }
+            Cell::bwd_row(dhr, dcp ? dcp + b * H : nullptr, gp + r * gw,
+                          ep ? ep + r * ew : nullptr, hprev, cprev, cnew,
+                          dGt + b * GD * H, H, j0, hp);
+            // [x | h_prev] row for the weight-gradient GEMM (own units of h)
+            std::memcpy(xhp + (r - rowlo) * (I + H) + I + j0, hprev + j0,
+                        sizeof(T) * hp);
+          }
+          if (probe) part[size_t(p) * st.T + t] = sq;
+        }
+        step_barrier(P);
+        if (hp > 0)
+          RecW<T>::mm(nb, hp, GH, dGt, GD * H, W, dhp + j0, H, Cell::kDhBeta);
+      }
+    });
+
+    // Big GEMMs of this chunk's rows (all threads, oneDNN for float32).
+    const int64_t rc = rowhi - rowlo;
+    Tensor dGr = dGc.narrow(0, 0, rc);
+    Tensor dGi = isGRU ? dGr.narrow(1, H, GH) : dGr;  // torch gate order
+    const bool whole = s_begin == 0 && s_end == st.T;  // single chunk: no copies
+    if (whole)
+      dx = lin(dGi, wihT, none);
+    else
+      dx.narrow(0, rowlo, rc).copy_(lin(dGi, wihT, none));
+    {
+      T* dst = xhp;
+      for (int64_t r = rowlo; r < rowhi; ++r)
+        std::memcpy(dst + (r - rowlo) * (I + H), xp + r * I, sizeof(T) * I);
+    }
+    Tensor dGT = dGr.t().contiguous();                     // (GD*H, rc)
+    Tensor xhT = xh.narrow(0, 0, rc).t().contiguous();     // (I+H, rc)
+    Tensor Y = lin(dGT, xhT, none);                        // (GD*H, I+H)
+    if (isGRU) {
+      dwih.add_(Y.narrow(0, H, GH).narrow(1, 0, I));
+      dwhh.narrow(0, 0, 2 * H).add_(Y.narrow(0, H, 2 * H).narrow(1, I, H));
+      dwhh.narrow(0, 2 * H, H).add_(Y.narrow(0, 0, H).narrow(1, I, H));
+    } else if (whole) {
+      dwih = Y.narrow(1, 0, I).contiguous();
+      dwhh = Y.narrow(1, I, H).contiguous();
+    } else {
+      dwih.add_(Y.narrow(1, 0, I));
+      dwhh.add_(Y.narrow(1, I, H));
+    }
+    if (bias) {
+      if (whole)
+        dgsum = dGr.sum(0);
+      else
+        dgsum.add_(dGr.sum(0));
+    }
+    s_begin = s_end;
+  }
+
+  Tensor norms = empty0(x);
+  if (probe) {
+    norms = at::empty({st.T}, x.options());
+    T* np = norms.data_ptr<T>();
+    for (int64_t t = 0; t < st.T; ++t) {
+      double s = 0;
+      for (int p = 0; p < P; ++p) s += part[size_t(p) * st.T + t];
+      np[t] = (T)std::sqrt(s);
+    }
+  }
+
+  Tensor dbih, dbhh;
+  if (bias) {
+    if (isGRU) {
+      dbih = dgsum.narrow(0, H, GH).clone();
+      dbhh = at::cat({dgsum.narrow(0, H, 2 * H), dgsum.narrow(0, 0, H)});
+    } else {
+      dbih = dgsum;
+      dbhh = dgsum.clone();
+    }
+  } else {
+    dbih = empty0(x);
+    dbhh = empty0(x);
+  }
+  return {dx, dh, isLSTM ? dc : empty0(x), dwih, dwhh, dbih, dbhh, norms};
+}
+
+}  // namespace rnnlab

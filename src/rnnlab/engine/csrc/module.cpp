@@ -1,0 +1,113 @@
+// pybind11 module of the rnnlab C++ engine: forward / backward of one
+// recurrent layer direction (see loop.h).  mode: 0 Elman tanh, 1 Elman ReLU,
+// 2 LSTM, 3 GRU.
+#include <torch/extension.h>
+
+#include "loop.h"
+
+namespace rnnlab {
+
+static Tensor req(const Tensor& t, const at::ScalarType dt, const char* what) {
+  TORCH_CHECK(t.defined(), "rnnlab: ", what, " is undefined");
+  TORCH_CHECK(t.device().is_cpu(), "rnnlab: ", what, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == dt, "rnnlab: ", what, " has dtype ",
+              t.scalar_type(), ", expected ", dt);
+  return t.contiguous();
+}
+
+// Optional tensors: undefined or numel() == 0 mean "absent".
+static Tensor prep(const Tensor& t, const at::ScalarType dt, const char* what) {
+  if (!t.defined() || t.numel() == 0) return at::empty({0}, at::TensorOptions().dtype(dt));
+  return req(t, dt, what);
+}
+
+template <typename F>
+static auto dispatch(int64_t mode, at::ScalarType dt, F&& f) {
+  switch (mode) {
+    case 0:
+      return dt == at::kDouble ? f(double(), ElmanCell<false>())
+                               : f(float(), ElmanCell<false>());
+    case 1:
+      return dt == at::kDouble ? f(double(), ElmanCell<true>())
+                               : f(float(), ElmanCell<true>());
+    case 2:
+      return dt == at::kDouble ? f(double(), LSTMCell()) : f(float(), LSTMCell());
+    case 3:
+      return dt == at::kDouble ? f(double(), GRUCell()) : f(float(), GRUCell());
+  }
+  TORCH_CHECK(false, "rnnlab: unknown mode ", mode);
+  __builtin_unreachable();
+}
+
+static void check_dtype(at::ScalarType dt) {
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble,
+              "rnnlab C++ engine supports float32 and float64, got ", dt);
+}
+
+std::vector<Tensor> forward(int64_t mode, Tensor x, Tensor batch_sizes,
+                            Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh,
+                            Tensor b_ih, Tensor b_hh, bool reverse, bool save) {
+  const auto dt = x.scalar_type();
+  check_dtype(dt);
+  TORCH_CHECK(x.dim() == 2 && h0.dim() == 2, "rnnlab: x and h0 must be 2-D");
+  x = req(x, dt, "x");
+  h0 = req(h0, dt, "h0");
+  c0 = prep(c0, dt, "c0");
+  w_ih = req(w_ih, dt, "w_ih");
+  w_hh = req(w_hh, dt, "w_hh");
+  b_ih = prep(b_ih, dt, "b_ih");
+  b_hh = prep(b_hh, dt, "b_hh");
+  at::NoGradGuard ng;
+  return dispatch(mode, dt, [&](auto tv, auto cell) {
+    using T = decltype(tv);
+    using C = decltype(cell);
+    return forward_impl<T, C>(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                              reverse, save);
+  });
+}
+
+std::vector<Tensor> backward(int64_t mode, Tensor x, Tensor batch_sizes,
+                             Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh,
+                             Tensor b_ih, Tensor b_hh, bool reverse,
+                             std::vector<Tensor> saved, Tensor grad_out,
+                             Tensor grad_hn, Tensor grad_cn, bool probe) {
+  const auto dt = x.scalar_type();
+  check_dtype(dt);
+  x = req(x, dt, "x");
+  h0 = req(h0, dt, "h0");
+  c0 = prep(c0, dt, "c0");
+  w_ih = req(w_ih, dt, "w_ih");
+  w_hh = req(w_hh, dt, "w_hh");
+  b_ih = prep(b_ih, dt, "b_ih");
+  b_hh = prep(b_hh, dt, "b_hh");
+  grad_out = prep(grad_out, dt, "grad_out");
+  grad_hn = prep(grad_hn, dt, "grad_hn");
+  grad_cn = prep(grad_cn, dt, "grad_cn");
+  for (auto& s : saved) s = req(s, dt, "saved tensor");
+  at::NoGradGuard ng;
+  return dispatch(mode, dt, [&](auto tv, auto cell) {
+    using T = decltype(tv);
+    using C = decltype(cell);
+    return backward_impl<T, C>(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                               reverse, saved, grad_out, grad_hn, grad_cn,
+                               probe);
+  });
+}
+
+}  // namespace rnnlab
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rnnlab C++ time loop (forward / hand-written BPTT)";
+  m.def("forward", &rnnlab::forward, "forward of one layer direction",
+        py::arg("mode"), py::arg("x"), py::arg("batch_sizes"), py::arg("h0"),
+        py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+        py::arg("b_hh"), py::arg("reverse"), py::arg("save"));
+  m.def("backward", &rnnlab::backward, "BPTT of one layer direction",
+        py::arg("mode"), py::arg("x"), py::arg("batch_sizes"), py::arg("h0"),
+        py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+        py::arg("b_hh"), py::arg("reverse"), py::arg("saved"),
+        py::arg("grad_out"), py::arg("grad_hn"), py::arg("grad_cn"),
+        py::arg("probe"));
+  m.def("num_threads_for", &rnnlab::choose_threads,
+        "threads the time loop would use for (G, H, N, T)");
+}

@@ -1,0 +1,181 @@
+// Small-M GEMM for the recurrent step (float32):
+//   C[m, n] (=, or +=) sum_k A[m, k] * B[k, n],   m < M (the batch rows, small)
+// with B pre-packed once per call into column blocks of NB columns, each block
+// a contiguous (K x NB) row-major panel (zero padded past the last column).
+// The packed block of one thread stays in its L2 across the time loop.
+// Register tile: MR rows x NB columns.  Vector width follows the ISA the
+// extension is compiled for (AVX-512: 16 lanes, else 8 lanes).
+//
+// Why not MKL here: on AMD CPUs MKL runs its AVX2 code path (~half the
+// AVX-512 throughput), and per-call overhead matters at small M.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace rnnlab {
+namespace rg {
+
+#if defined(__AVX512F__)
+constexpr int VW = 16;   // lanes
+constexpr int NP = 4;    // vectors per tile row   (tile 4 x 64: 16 zmm acc)
+constexpr int MRMAX = 4;
+typedef float vfl __attribute__((vector_size(64)));
+#else
+constexpr int VW = 8;
+constexpr int NP = 2;    // tile 6 x 16: 12 ymm accumulators (BLIS-like)
+constexpr int MRMAX = 6;
+typedef float vfl __attribute__((vector_size(32)));
+#endif
+constexpr int NB = NP * VW;   // columns per packed block
+
+inline int64_t nblocks(int64_t ncols) { return (ncols + NB - 1) / NB; }
+inline int64_t packed_size(int64_t K, int64_t ncols) {
+  return nblocks(ncols) * K * NB;
+}
+
+static inline vfl vload(const float* p) {
+  vfl v;
+  std::memcpy(&v, p, sizeof(vfl));
+  return v;
+}
+static inline void vstore(float* p, vfl v) { std::memcpy(p, &v, sizeof(vfl)); }
+static inline vfl vbc(float a) { return vfl{} + a; }
+
+// Pack B given by an element accessor src(k, n) (k < K, n < ncols).
+template <typename F>
+inline void pack(int64_t K, int64_t ncols, float* dst, F&& src) {
+  const int64_t nb = nblocks(ncols);
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    float* blk = dst + jb * K * NB;
+    const int64_t c0 = jb * NB;
+    const int64_t cw = std::min<int64_t>(NB, ncols - c0);
+    for (int64_t c = 0; c < NB; ++c) {
+      if (c < cw) {
+        for (int64_t k = 0; k < K; ++k) blk[k * NB + c] = src(k, c0 + c);
+      } else {
+        for (int64_t k = 0; k < K; ++k) blk[k * NB + c] = 0.f;
+      }
+    }
+  }
+}
+
+template <int MR, bool ACC>
+static inline void tile(int64_t K, const float* __restrict A, int64_t lda,
+                        const float* __restrict Bb, float* __restrict C,
+                        int64_t ldc, int cw) {
+  vfl c[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NP; ++j) c[r][j] = vbc(0.f);
+  const float* a[MR];
+  for (int r = 0; r < MR; ++r) a[r] = A + r * lda;
+  for (int64_t k = 0; k < K; ++k) {
+    vfl b[NP];
+    for (int j = 0; j < NP; ++j) b[j] = vload(Bb + k * NB + j * VW);
+    for (int r = 0; r < MR; ++r) {
+      vfl av = vbc(a[r][k]);
+      for (int j = 0; j < NP; ++j) c[r][j] += av * b[j];
+    }
+  }
+  if (cw == NB) {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NP; ++j) {
+        float* cp = C + r * ldc + j * VW;
+        vfl v = c[r][j];
+        if (ACC) v += vload(cp);
+        vstore(cp, v);
+      }
+  } else {
+    for (int r = 0; r < MR; ++r) {
+      float tmp[NB];
+      for (int j = 0; j < NP; ++j) vstore(tmp + j * VW, c[r][j]);
+      float* cp = C + r * ldc;
+      if (ACC)
+        for (int n = 0; n < cw; ++n) cp[n] += tmp[n];
+      else
+        for (int n = 0; n < cw; ++n) cp[n] = tmp[n];
+    }
+  }
+}
+
+// M == 1 (GEMV): NBLK column blocks at once for enough independent FMA chains.
+template <int NBLK, bool ACC>
+static inline void tile_m1(int64_t K, const float* __restrict A,
+                           const float* __restrict Bb, float* __restrict C) {
+  vfl c[NBLK][NP];
+  for (int q = 0; q < NBLK; ++q)
+    for (int j = 0; j < NP; ++j) c[q][j] = vbc(0.f);
+  const int64_t bstride = K * NB;
+  for (int64_t k = 0; k < K; ++k) {
+    vfl av = vbc(A[k]);
+    for (int q = 0; q < NBLK; ++q)
+      for (int j = 0; j < NP; ++j)
+        c[q][j] += av * vload(Bb + q * bstride + k * NB + j * VW);
+  }
+  for (int q = 0; q < NBLK; ++q)
+    for (int j = 0; j < NP; ++j) {
+      float* cp = C + q * NB + j * VW;
+      vfl v = c[q][j];
+      if (ACC) v += vload(cp);
+      vstore(cp, v);
+    }
+}
+
+template <bool ACC>
+inline void run_t(int64_t M, int64_t ncols, int64_t K, const float* A,
+                  int64_t lda, const float* Bp, float* C, int64_t ldc) {
+  const int64_t nb = nblocks(ncols);
+  if (M == 1) {
+    constexpr int Q = 8 / NP;  // 8 accumulators
+    int64_t jb = 0;
+    for (; jb + Q <= nb && (jb + Q) * NB <= ncols; jb += Q)
+      tile_m1<Q, ACC>(K, A, Bp + jb * K * NB, C + jb * NB);
+    for (; jb < nb; ++jb)
+      tile<1, ACC>(K, A, lda, Bp + jb * K * NB, C + jb * NB, ldc,
+                   (int)std::min<int64_t>(NB, ncols - jb * NB));
+    return;
+  }
+  // Column blocks in chunks of ~192 KiB of packed B (kept in L2); inside a
+  // chunk, rows outer so that the MR x K slice of A stays in L1.
+  const int64_t chunk =
+      std::max<int64_t>(1, (192 * 1024) / (K * NB * (int64_t)sizeof(float)));
+  for (int64_t jc = 0; jc < nb; jc += chunk) {
+   const int64_t je = std::min(nb, jc + chunk);
+   for (int64_t m = 0; m < M; m += MRMAX) {
+    const float* Am = A + m * lda;
+    float* Cm = C + m * ldc;
+    const int64_t mr = std::min<int64_t>(MRMAX, M - m);
+    for (int64_t jb = jc; jb < je; ++jb) {
+      const float* Bb = Bp + jb * K * NB;
+      const int cw = (int)std::min<int64_t>(NB, ncols - jb * NB);
+      float* Cb = Cm + jb * NB;
+      if (mr == MRMAX)
+        tile<MRMAX, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+      else if (mr == 5)
+        tile<(MRMAX > 5 ? 5 : 1), ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+      else if (mr == 4)
+        tile<(MRMAX > 4 ? 4 : 1), ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+      else if (mr == 3)
+        tile<3, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+      else if (mr == 2)
+        tile<2, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+      else
+        tile<1, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+    }
+   }
+  }
+}
+
+// C (M x ncols, ldc) = / += A (M x K, lda) @ B (packed).
+inline void run(int64_t M, int64_t ncols, int64_t K, const float* A,
+                int64_t lda, const float* Bp, float* C, int64_t ldc,
+                bool accumulate) {
+  if (M <= 0 || ncols <= 0) return;
+  if (accumulate)
+    run_t<true>(M, ncols, K, A, lda, Bp, C, ldc);
+  else
+    run_t<false>(M, ncols, K, A, lda, Bp, C, ldc);
+}
+
+}  // namespace rg
+}  // namespace rnnlab

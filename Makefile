@@ -1,4 +1,4 @@
-# make demo  - set up .venv (if missing) and run the engine demo
+# make demo  - set up .venv (if missing) and run the main job (char LSTM on the stdlib's source, ~3 min)
 # make test  - set up .venv (if missing) and run the fast test suite (engine tests under both backends)
 # make bench - set up .venv (if missing) and run the engine benchmark (tuned malloc, then default malloc)
 
@@ -12,8 +12,9 @@ BENCH_ARGS ?=
 
 .PHONY: demo test test-slow bench bench-quick install clean
 
+# The main job: a char-level LSTM trained on the Python standard library's own source (no download), then samples.
 demo: $(STAMP)
-	$(BIN)/rnnlab demo
+	$(BIN)/rnnlab train lm --stdlib-demo --max-minutes 3 --out runs/demo
 
 # The fast suite. Engine tests take the `backend` fixture (tests/conftest.py), so this one run covers both the
 # C++ and the pure-PyTorch backend; a C++ build failure fails them rather than falling back silently.

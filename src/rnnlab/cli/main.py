@@ -11,13 +11,15 @@ import re
 import sys
 import traceback
 
-from . import demo
+from . import demo, train
+from . import eval as eval_cmd
+from . import generate as generate_cmd
 from .options import UsageError
 
 PROG = "rnnlab"
 
 # Each subcommand module provides add_parser(subparsers, parents) and run(args) -> int.
-SUBCOMMANDS = (demo,)
+SUBCOMMANDS = (demo, train, eval_cmd, generate_cmd)
 
 EPILOG = """\
 examples:

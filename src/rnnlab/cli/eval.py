@@ -1,0 +1,58 @@
+"""``rnnlab eval CHECKPOINT --file FILE``: a trained language model's loss, perplexity (and bits per character for
+a character model) on a text file, read as one stream with the state carried from chunk to chunk."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..data.text import DataError, LMStream, read_text
+from ..train.checkpoint import CheckpointError
+from ..train.lm import evaluate, load_lm
+from .options import UsageError, int_range
+
+EPILOG = """\
+examples:
+  rnnlab eval runs/ptb --file ptb.test.txt          the run's best/ weights on the test file
+  rnnlab eval runs/ptb/last --file ptb.valid.txt    a particular checkpoint
+  rnnlab eval runs/shakespeare --file input.txt --batch-size 1 --bptt 256
+"""
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", parents=parents, help="loss, perplexity and bits per char of a trained LM on a "
+                              "text file", description=__doc__.split("\n\n")[0].replace("``", "'"), epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its best/ "
+                   "is used, else last/)")
+    p.add_argument("--file", required=True, metavar="FILE", help="UTF-8 text to evaluate on")
+    p.add_argument("--batch-size", type=int_range(1, 100_000), default=10, metavar="B",
+                   help="parallel columns (default: %(default)s, as pytorch's word_language_model evaluates; the "
+                   "last < B tokens are left out)")
+    p.add_argument("--bptt", type=int_range(1, 100_000), default=64, metavar="T",
+                   help="steps per chunk; the state is carried across chunks, so this changes speed, not the result "
+                   "(default: %(default)s)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default: %(default)s)")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model, vocab, ckpt = load_lm(args.checkpoint, prefer="best", device=torch.device(args.device))
+    except CheckpointError as exc:
+        raise UsageError(f"CHECKPOINT {exc}") from None
+    try:
+        text = read_text(args.file)
+        tokens = torch.tensor(vocab.encode(text, name=args.file), dtype=torch.long)  # (N,)
+        stream = LMStream(tokens, args.batch_size, args.bptt, name=args.file)
+    except DataError as exc:
+        raise UsageError(f"--file {exc}") from None
+    m = evaluate(model, stream, vocab.level)
+    used = stream.tokens_per_epoch + args.batch_size
+    unk = f", {int((tokens == vocab.unk_id).sum()):,} of them <unk>" if vocab.unk_id is not None else ""
+    line = f"{args.file}: loss {m['loss']:.4f}  ppl {m['ppl']:.2f}"
+    if "bpc" in m:
+        line += f"  bpc {m['bpc']:.3f}"
+    print(f"{line}  ({used:,} of {tokens.numel():,} {vocab.level} tokens{unk}; model {ckpt.path})")
+    return 0

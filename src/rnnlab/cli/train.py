@@ -1,0 +1,479 @@
+"""``rnnlab train lm|ngram``: train a language model on a text file (or on the Python standard library's source with
+``--stdlib-demo``), with a progress bar, per-epoch summaries, ``last/`` and ``best/`` checkpoints in ``--out`` and
+metrics in ``OUT/metrics.jsonl``. ``--resume DIR`` continues a stopped run exactly where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, read_text, \
+    sha256_of, stdlib_corpus
+from ..engine import backend_name
+from ..models.lm import CELLS, build_model
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.lm import LMTask, evaluate
+from ..train.metrics import MetricsLog, lm_metrics
+from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from .options import UsageError, float_range, int_range, positive_float, positive_int
+
+# Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
+# told from "left at its default" (it matters for --resume and --stdlib-demo).
+DEFAULTS = {
+    "level": "char",
+    "valid_fraction": 0.1,  # nanoGPT's split: the last 10% of the text is the validation set
+    "min_count": 1,  # keep every word seen in training
+    "max_vocab": None,  # no cap
+    "bpe_vocab": DEFAULT_BPE_VOCAB,
+    "cell": "lstm",
+    "layers": 1,
+    "hidden": 256,  # learns visibly within minutes on a 2-core CPU at char level
+    "emb": None,  # None: equal to --hidden (so --tie works); 64 for the n-gram model
+    "dropout": 0.0,  # small data, short runs: little to regularise; 0.2-0.5 for PTB-size runs
+    "order": 3,  # n-gram: a trigram, the classic small baseline
+    "bptt": 64,  # steps per chunk: a line or two of text at char level; gradients reach back this far
+    "batch_size": 32,  # columns read in parallel: enough rows for the CPU's matrix kernels
+    "eval_batch_size": 10,  # pytorch word_language_model's evaluation batch size
+    "epochs": 10,  # a small corpus flattens out by then; --patience or --max-minutes can end sooner
+    "optimizer": "adam",  # trains RNN LMs without tuning; 'sgd' with --lr 20 --clip-norm 0.25 is the classic PTB recipe
+    "lr": 2e-3,  # Karpathy's char-rnn rate; safe for Adam on small recurrent LMs
+    "momentum": 0.0,
+    "weight_decay": None,
+    "clip_norm": 1.0,  # caps the occasional exploding RNN gradient (Pascanu et al. 2013); ordinary steps are below
+    "clip_value": None,
+    "lr_decay": None,  # step decay factor 0.5 (Zaremba et al.), plateau factor 0.25 (word_language_model's /4)
+    "decay_start": None,  # step decay: the first E epochs run at --lr (default 1)
+    "patience": None,
+    "seed": 0,
+    "log_every": 100,
+    "max_steps": None,
+    "max_minutes": None,
+    "checkpoint_every": None,
+    "samples": 0,
+    "sample_tokens": 300,  # a few lines of text
+    "stdlib_bytes": 400_000,  # ~10k lines of Python: several epochs in a minute, enough variety to not memorise
+    "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop; on a GPU the layers run the pure-PyTorch loop
+    "threads": None,
+}
+# What --stdlib-demo changes when the flag is not given: a run that shows learning within a minute.
+DEMO = {"max_minutes": 1.0, "epochs": 100, "samples": 3, "lr": 3e-3, "log_every": 50}
+# Flags a resumed run may change: they bound or display the run, they do not change what it computes.
+RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "checkpoint_every", "samples",
+             "sample_tokens", "threads", "device", "resume"}
+
+EPILOG = """\
+examples:
+  rnnlab train lm --stdlib-demo                    char LSTM on Python's own standard library source for 1 minute,
+                                                   then print samples
+  rnnlab train lm --train input.txt --max-minutes 5 --samples 3
+                                                   char-level LSTM on one file (last 10% = validation)
+  rnnlab train lm --train ptb.train.txt --valid ptb.valid.txt --test ptb.test.txt --level word \\
+      --hidden 200 --layers 2 --bptt 35 --batch-size 20 --optimizer sgd --lr 1 --clip-norm 5 \\
+      --lr-decay 0.5 --decay-start 4 --epochs 13 --out runs/ptb-small
+                                                   Zaremba et al.'s small PTB model
+  rnnlab train lm --train input.txt --level bpe --bpe-vocab 2000 --cell gru --tie --dropout 0.2
+  rnnlab train lm --resume runs/ptb-small          continue a stopped run (same epoch, batch and RNG)
+  rnnlab train ngram --train input.txt --level word --order 4 --direct
+                                                   Bengio et al.'s feed-forward 4-gram LM
+"""
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", parents=parents, help="train a language model (lm: recurrent; ngram: "
+                              "feed-forward n-gram)", description=__doc__.split("\n\n")[0].replace("``", "'"),
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=_no_model)
+    sub = p.add_subparsers(dest="model_kind", metavar="MODEL", title="models", parser_class=type(p))
+    for kind, helptext in (("lm", "recurrent LM: embedding → rnnlab LSTM/GRU/RNN → linear decoder"),
+                           ("ngram", "feed-forward n-gram LM (Bengio et al. 2003)")):
+        q = sub.add_parser(kind, parents=parents, help=helptext, description=helptext, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_options(q, kind)
+        q.set_defaults(run=run, model_kind=kind)
+    return p
+
+
+def _d(name: str) -> str:
+    v = DEFAULTS[name]
+    return f" (default: {'none' if v is None else v})"
+
+
+def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", metavar="FILE", help="training text (UTF-8)")
+    g.add_argument("--valid", metavar="FILE", help="validation text; without it the last --valid-fraction of "
+                   "--train is used")
+    g.add_argument("--test", metavar="FILE", help="test text, evaluated once with the best weights at the end")
+    g.add_argument("--level", choices=LEVELS, help="tokens: characters, whitespace words (one <eos> per line), or "
+                   "a byte-level BPE trained on --train" + _d("level"))
+    g.add_argument("--valid-fraction", type=float_range(0.0, 0.9, lo_open=False), metavar="F",
+                   help="share of --train held out for validation when --valid is not given; 0 = none"
+                   + _d("valid_fraction"))
+    g.add_argument("--min-count", type=positive_int, metavar="N", help="word level: rarer words become <unk>"
+                   + _d("min_count"))
+    g.add_argument("--max-vocab", type=int_range(3), metavar="N", help="word level: keep the N-2 most frequent "
+                   "words plus <unk>, <eos>" + _d("max_vocab"))
+    g.add_argument("--bpe-vocab", type=int_range(257, 1_000_000), metavar="N", help="BPE vocabulary size"
+                   + _d("bpe_vocab"))
+    if kind == "lm":
+        g.add_argument("--stdlib-demo", action="store_true", help="train on the Python standard library's own "
+                       f"source (no --train needed); defaults become {_demo_text()}")
+        g.add_argument("--stdlib-bytes", type=int_range(1000), metavar="N", help="--stdlib-demo: bytes of source"
+                       + _d("stdlib_bytes"))
+
+    g = p.add_argument_group("model")
+    if kind == "lm":
+        g.add_argument("--cell", choices=CELLS, help="recurrent cell" + _d("cell"))
+        g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers" + _d("layers"))
+        g.add_argument("--tie", action="store_true", default=None, help="share the embedding with the decoder "
+                       "(needs --emb equal to --hidden)")
+        g.add_argument("--one-hot", action="store_true", default=None, help="one-hot input instead of an embedding")
+    else:
+        g.add_argument("--order", type=int_range(2, 64), metavar="N", help="n-gram order: predict from the N-1 "
+                       "previous tokens" + _d("order"))
+        g.add_argument("--direct", action="store_true", default=None, help="add direct connections from the "
+                       "context embeddings to the output (Bengio et al.'s W)")
+    g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="hidden units" + _d("hidden"))
+    g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="embedding size" + _d("emb"))
+    g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
+                   help="dropout on non-recurrent connections" + _d("dropout"))
+
+    g = p.add_argument_group("batches")
+    g.add_argument("--bptt", type=int_range(1, 100_000), metavar="T", help="time steps per chunk (truncated BPTT "
+                   "length)" + _d("bptt"))
+    g.add_argument("--random-bptt", action="store_true", default=None, help="AWD-LSTM's randomised chunk length "
+                   "(bptt with p=0.95 else bptt/2, then N(that, 5))")
+    g.add_argument("--batch-size", type=int_range(1, 100_000), metavar="B", help="parallel columns of the "
+                   "training stream" + _d("batch_size"))
+    g.add_argument("--eval-batch-size", type=int_range(1, 100_000), metavar="B", help="columns for validation "
+                   "and test" + _d("eval_batch_size"))
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
+                   + _d("epochs"))
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
+    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
+    g.add_argument("--momentum", type=float_range(0.0, 0.999, lo_open=False), metavar="M", help="SGD momentum"
+                   + _d("momentum"))
+    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
+                   help="weight decay (default: the optimizer's own)")
+    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
+                   "exceeds C" + _d("clip_norm"))
+    g.add_argument("--clip-value", type=positive_float, metavar="V", help="clamp every gradient element to [-V, V] "
+                   "instead of --clip-norm")
+    g.add_argument("--lr-decay", type=float_range(0.0, 1.0), metavar="F", help="multiply the lr by F after each "
+                   "epoch from --decay-start on (or on a plateau with --plateau); default 0.5, 0.25 with --plateau")
+    g.add_argument("--decay-start", type=int_range(0), metavar="E", help="step decay: the first E epochs run at "
+                   "--lr (default: 1)")
+    g.add_argument("--plateau", action="store_true", default=None, help="multiply the lr by --lr-decay whenever the "
+                   "validation loss does not improve")
+    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
+                   "validation loss")
+    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
+                   "exactly" + _d("seed"))
+    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
+    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
+    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
+                   "runs/<model>-<level>-<time>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
+    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
+                   + _d("log_every"))
+    g.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="also save last/ every N steps")
+    g.add_argument("--samples", type=int_range(0, 100), metavar="N", help="print N generated samples at the end"
+                   + _d("samples"))
+    g.add_argument("--sample-tokens", type=positive_int, metavar="N", help="tokens per sample" + _d("sample_tokens"))
+    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
+                   "summary line per epoch remains)")
+
+
+def _demo_text() -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items())
+
+
+def _no_model(args) -> int:
+    raise UsageError("choose a model: 'rnnlab train lm ...' or 'rnnlab train ngram ...' (see 'rnnlab train --help')")
+
+
+# -- resolving options ---------------------------------------------------------------------------------------------
+_FLAGS = ("train", "valid", "test", "level", "valid_fraction", "min_count", "max_vocab", "bpe_vocab", "stdlib_demo",
+          "stdlib_bytes", "cell", "layers", "tie", "one_hot", "order", "direct", "hidden", "emb", "dropout", "bptt",
+          "random_bptt", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr", "momentum", "weight_decay",
+          "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
+          "max_steps", "device", "threads", "out", "resume", "log_every", "checkpoint_every", "samples",
+          "sample_tokens", "quiet")
+
+
+def _given(args) -> dict:
+    """The flags given on the command line (argparse left the others at None / False)."""
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None
+             and getattr(args, k) is not False}
+    for k in ("train", "valid", "test"):
+        if k in given:
+            given[k] = str(Path(given[k]).resolve())
+    return given
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _resolve(kind: str, given: dict) -> dict:
+    o = {**DEFAULTS, "train": None, "valid": None, "test": None, "stdlib_demo": False, "tie": False,
+         "one_hot": False, "direct": False, "random_bptt": False, "plateau": False, "quiet": False, "out": None}
+    if given.get("stdlib_demo"):
+        o.update(DEMO)
+    o.update(given)
+    o["kind"] = kind
+    if kind == "ngram" and "emb" not in given:
+        o["emb"] = 64  # Bengio et al. used 30-100 features per word
+    if "clip_value" in given and "clip_norm" not in given:
+        o["clip_norm"] = None  # --clip-value replaces the default norm clipping
+    if o["clip_norm"] is not None and o["clip_value"] is not None:
+        raise UsageError(f"--clip-norm {o['clip_norm']:g} and --clip-value {o['clip_value']:g}: clip by norm or by "
+                         "value, not both; keep one")
+    if o["decay_start"] is not None and o["lr_decay"] is None and not o["plateau"]:
+        raise UsageError(f"--decay-start {o['decay_start']} needs --lr-decay F (the factor of the step decay)")
+    if o["decay_start"] is not None and o["plateau"]:
+        raise UsageError("--decay-start belongs to the step decay; --plateau decays whenever validation stalls. "
+                         "Use one of them")
+    if o["stdlib_demo"] and o["train"]:
+        raise UsageError(f"--stdlib-demo trains on the standard library's source; drop it or drop --train "
+                         f"{o['train']}")
+    if not o["stdlib_demo"] and not o["train"]:
+        raise UsageError("--train FILE is required (or --stdlib-demo, or --resume DIR); e.g. 'rnnlab train "
+                         f"{kind} --train input.txt'")
+    if "valid_fraction" in given and o["valid"]:
+        raise UsageError(f"--valid-fraction {o['valid_fraction']:g} splits --train, but --valid {o['valid']} is given; "
+                         "drop one")
+    for flag, level in (("min_count", "word"), ("max_vocab", "word"), ("bpe_vocab", "bpe")):
+        if flag in given and o["level"] != level:
+            raise UsageError(f"{_flag(flag)} applies to --level {level}; got --level {o['level']}. Drop it")
+    if "stdlib_bytes" in given and not o["stdlib_demo"]:
+        raise UsageError("--stdlib-bytes sizes the --stdlib-demo corpus; add --stdlib-demo or drop it")
+    if kind == "lm" and o["tie"]:
+        emb = o["hidden"] if o["emb"] is None else o["emb"]
+        if emb != o["hidden"]:
+            raise UsageError(f"--tie shares the embedding with the decoder, so --emb must equal --hidden; got --emb "
+                             f"{emb}, --hidden {o['hidden']}. Set --emb {o['hidden']} or drop --tie")
+    if kind == "lm" and o["one_hot"] and (o["tie"] or "emb" in given):
+        raise UsageError("--one-hot input has no embedding; drop --emb and --tie")
+    if (o["patience"] or o["plateau"]) and o["valid_fraction"] == 0 and not o["valid"]:
+        raise UsageError("--patience and --plateau watch the validation loss; give --valid FILE or a "
+                         "--valid-fraction above 0")
+    return o
+
+
+def _train_options(o: dict) -> TrainOptions:
+    schedule = "plateau" if o["plateau"] else ("step" if o["lr_decay"] is not None else "constant")
+    decay = o["lr_decay"] if o["lr_decay"] is not None else (0.25 if schedule == "plateau" else 0.5)
+    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], momentum=o["momentum"],
+                        weight_decay=o["weight_decay"], clip_norm=o["clip_norm"], clip_value=o["clip_value"],
+                        schedule=schedule, lr_decay=decay,
+                        decay_start=o["decay_start"] if o["decay_start"] is not None else 1,
+                        patience=o["patience"], seed=o["seed"], log_every=o["log_every"], max_steps=o["max_steps"],
+                        max_minutes=o["max_minutes"], checkpoint_every=o["checkpoint_every"], quiet=o["quiet"])
+
+
+def _model_config(o: dict, vocab_size: int) -> dict:
+    if o["kind"] == "ngram":
+        return {"kind": "ngram", "vocab_size": vocab_size, "order": o["order"], "emb": o["emb"],
+                "hidden": o["hidden"], "direct": o["direct"], "dropout": o["dropout"]}
+    return {"kind": "rnn", "vocab_size": vocab_size, "cell": o["cell"], "layers": o["layers"], "hidden": o["hidden"],
+            "emb": None if o["one_hot"] else o["emb"], "dropout": o["dropout"], "tie": o["tie"],
+            "one_hot": o["one_hot"]}
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+def _texts(o: dict, sources: dict | None = None):
+    """(train, valid, test) texts and their names; with ``sources`` (a resumed run) check they did not change."""
+    if o["stdlib_demo"]:
+        texts = [stdlib_corpus(o["stdlib_bytes"]), None, None]
+        names = [f"the Python standard library ({o['stdlib_bytes']} bytes of *.py)", "", ""]
+    else:
+        texts, names = [], []
+        for flag in ("train", "valid", "test"):
+            path = o[flag]
+            if path is None:
+                texts.append(None)
+            else:
+                try:
+                    texts.append(read_text(path))
+                except DataError as exc:
+                    raise UsageError(f"{_flag(flag)} {exc}") from None
+            names.append(path or "")
+    if sources:
+        for split, text, name in zip(("train", "valid", "test"), texts, names):
+            want = (sources.get(split) or {}).get("sha256")
+            if text is not None and want is not None and sha256_of(text) != want:
+                raise UsageError(f"{name}: the {split} text changed since the checkpoint was written; resuming "
+                                 "needs the same data")
+    return texts, tuple(names)
+
+
+def _streams(o: dict, corpus):
+    try:
+        train = LMStream(corpus.train, o["batch_size"], o["bptt"], random_bptt=o["random_bptt"], seed=o["seed"],
+                         name=f"training text ({corpus.sources['train']['name']})")
+    except DataError as exc:
+        raise UsageError(f"--batch-size {o['batch_size']}: {exc}") from None
+    out = [train]
+    for split in ("valid", "test"):
+        tokens = getattr(corpus, split)
+        if tokens is None:
+            out.append(None)
+            continue
+        try:
+            out.append(LMStream(tokens, o["eval_batch_size"], o["bptt"], name=corpus.sources[split]["name"]))
+        except DataError as exc:
+            raise UsageError(f"--eval-batch-size {o['eval_batch_size']}: {exc}") from None
+    return out
+
+
+def _out_dir(o: dict) -> Path:
+    if o["out"]:
+        return Path(o["out"])
+    return Path("runs") / f"{o['kind']}-{o['level']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(args: argparse.Namespace) -> int:
+    kind = args.model_kind
+    given = _given(args)
+    checkpoint = None
+    if "resume" in given:
+        try:
+            checkpoint = load_checkpoint(given["resume"], prefer="last")
+        except CheckpointError as exc:
+            raise UsageError(f"--resume {exc}") from None
+        stored = checkpoint.meta.get("run")
+        if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
+            raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
+        if stored["kind"] != kind:
+            raise UsageError(f"--resume {checkpoint.path}: holds a '{stored['kind']}' run; use 'rnnlab train "
+                             f"{stored['kind']} --resume ...'")
+        for k, v in given.items():
+            if k not in RESUMABLE and stored.get(k) != v:
+                raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop "
+                                 "it — a resumed run continues with its own options")
+        o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
+             **{k: v for k, v in given.items() if k in RESUMABLE}}
+        o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
+                                           else checkpoint.path)
+    else:
+        o = _resolve(kind, given)
+    out = _out_dir(o)
+    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
+        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    try:
+        device = torch.device(o["device"])
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
+                         "use --device cpu") from None
+
+    texts, names = _texts(o, checkpoint.meta.get("sources") if checkpoint else None)
+    try:
+        vocab = Vocab.from_json(checkpoint.meta["vocab"]) if checkpoint else None
+        corpus = build_corpus(*texts, level=o["level"], valid_fraction=o["valid_fraction"], min_count=o["min_count"],
+                              max_vocab=o["max_vocab"], bpe_vocab=o["bpe_vocab"], vocab=vocab, names=names)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    train, valid, test = _streams(o, corpus)
+
+    torch.manual_seed(o["seed"])  # the initial weights
+    try:
+        model = build_model(checkpoint.meta["model"] if checkpoint else _model_config(o, len(corpus.vocab)))
+        options = _train_options(o)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model.to(device)
+    task = LMTask(model, char_level=o["level"] == "char", device=device)
+    meta = {"vocab": corpus.vocab.to_json(), "run": o, "sources": corpus.sources}
+    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"data: {corpus.sources['train']['name']}: {corpus.train.numel():,} train tokens"
+          + (f", {corpus.valid.numel():,} valid" if corpus.valid is not None else "")
+          + (f", {corpus.test.numel():,} test" if corpus.test is not None else "")
+          + f"; {o['level']} vocabulary of {len(corpus.vocab):,}", flush=True)
+    # Asking for the backend builds the C++ engine now (first use only), not inside the --max-minutes budget.
+    try:
+        engine = backend_name(device) if o["kind"] == "lm" else "-"
+    except (ValueError, RuntimeError) as exc:  # a bad RNNLAB_BACKEND, or a forced backend that cannot run
+        raise UsageError(" ".join(str(exc).split())) from None
+    print(f"model: {_describe(model)}, {n_params:,} parameters; batches {o['batch_size']} x {o['bptt']} steps"
+          + (" (random length)" if o["random_bptt"] else "") + (f"; engine {engine}" if engine != "-" else ""),
+          flush=True)
+    budget = f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""
+    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
+               f"{trainer.progress['batch']}") if checkpoint else ""
+    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}; writing "
+          f"{out}{resumed}", flush=True)
+
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
+        signal.signal(signal.SIGINT, previous)
+        trainer.request_stop()
+
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = trainer.fit()
+    except TrainingError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+    best = summary["best_valid_loss"]
+    if best is not None:
+        print(f"best validation: {_fmt(lm_metrics(best, o['level'] == 'char'))}")
+    if test is not None and summary["stopped"] in ("done", "patience"):
+        best_dir = out / "best" if (out / "best").exists() else out / "last"
+        load_checkpoint(best_dir).load_model(model)
+        m = evaluate(model, test, o["level"])
+        print(f"test ({best_dir.name} weights): {_fmt(m)}")
+        MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": summary["steps"], **m})
+    if o["samples"]:
+        from ..generate import generate
+
+        gen = torch.Generator().manual_seed(o["seed"])
+        prompts = ["def ", "class ", "    if "] if o["stdlib_demo"] else [""]
+        for i in range(o["samples"]):
+            prompt = prompts[i % len(prompts)]
+            text = generate(model, corpus.vocab, prompt, o["sample_tokens"], "sample", temperature=0.8,
+                            generator=gen)
+            print(f"\n--- sample {i + 1} (temperature 0.8) ---\n{prompt}{text}")
+    return 0
+
+
+def _describe(model) -> str:
+    c = model.config
+    if c["kind"] == "ngram":
+        return (f"{c['order']}-gram feed-forward LM (emb {c['emb']}, hidden {c['hidden']}"
+                + (", direct connections" if c["direct"] else "") + ")")
+    extras = [f"emb {model.emb}" if not c["one_hot"] else "one-hot input"]
+    extras += ["tied"] if c["tie"] else []
+    extras += [f"dropout {c['dropout']:g}"] if c["dropout"] else []
+    return f"{c['layers']} x rnnlab {c['cell'].upper()}({c['hidden']}) LM ({', '.join(extras)})"
+
+
+def _fmt(m: dict) -> str:
+    parts = [f"loss {m['loss']:.4f}", f"ppl {m['ppl']:.2f}"]
+    if "bpc" in m:
+        parts.append(f"bpc {m['bpc']:.3f}")
+    return "  ".join(parts)

@@ -1,0 +1,396 @@
+"""Text for language modelling: reading files, tokenising (char / word / BPE), the vocabulary, and the classic
+token streams that a recurrent LM reads in chunks.
+
+Data flows: file → ``read_text`` (UTF-8, checked) → ``Vocab`` (built on the training text) → token ids →
+``LMStream`` (the id stream cut into B columns, read ``bptt`` steps at a time). The hidden state is carried from
+one chunk to the next by the training step, which also detaches it there (see ``rnnlab.train.lm``).
+
+Levels:
+- ``char``: every Unicode code point is a token. The vocabulary is the training text's characters; ``<unk>`` is
+  added only when the validation/test text has characters the training text lacks.
+- ``word``: whitespace-separated words, one ``<eos>`` at the end of each line (the Penn Treebank convention of
+  Mikolov et al. / pytorch's word_language_model); words seen fewer than ``min_count`` times, or outside the
+  ``max_size`` most frequent, become ``<unk>``.
+- ``bpe``: a byte-level BPE (HF ``tokenizers``) trained on the training text; any text encodes, nothing is unknown.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sysconfig
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+LEVELS = ("char", "word", "bpe")
+UNK, EOS = "<unk>", "<eos>"
+# nanoGPT's split for tiny shakespeare: the last 10% of the text is the validation set.
+DEFAULT_VALID_FRACTION = 0.1
+# A byte-level BPE starts from 256 byte tokens; 1024 leaves ~770 merges, enough for common words of a small corpus
+# while keeping the softmax cheap on a CPU.
+DEFAULT_BPE_VOCAB = 1024
+
+
+class DataError(ValueError):
+    """A problem with the user's text data (missing, empty, not UTF-8, too short ...); the message names the file
+    and the fix. The CLI prints it as one line."""
+
+
+# -- reading files -------------------------------------------------------------------------------------------------
+def read_text(path: str | Path) -> str:
+    """The file's text, decoded as strict UTF-8; a clear DataError when it is missing, empty or not UTF-8."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a text file; pass a file")
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{p}: the file is empty (or only whitespace); a language model needs text to read")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.start + 4]
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{p}: invalid UTF-8 at byte offset {exc.start} (line {line}, bytes {bad!r}); convert the "
+                        f"file to UTF-8, e.g. 'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
+
+
+def sha256_of(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stdlib_corpus(max_bytes: int = 400_000) -> str:
+    """Python source text every machine with Python has: the standard library's top-level ``*.py`` files, in name
+    order, concatenated up to ``max_bytes`` (UTF-8) and cut at a line end. Deterministic for a given Python."""
+    if max_bytes <= 0:
+        raise ValueError(f"stdlib_corpus: max_bytes must be positive; got {max_bytes!r}")
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    # Names starting with '_' are left out: many are generated tables (_sysconfigdata_*, _pydecimal's constants ...).
+    for f in sorted(root.glob("*.py")):
+        if f.name.startswith("_"):
+            continue
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        n = len(text.encode("utf-8"))
+        if size + n > max_bytes:
+            room = text.encode("utf-8")[:max_bytes - size].decode("utf-8", errors="ignore")
+            parts.append(room[:room.rfind("\n") + 1])
+            break
+        parts.append(text)
+        size += n
+    corpus = "".join(parts)
+    if not corpus:
+        raise DataError(f"{root}: found no readable *.py files in the Python standard library")
+    return corpus
+
+
+# -- tokenising ----------------------------------------------------------------------------------------------------
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # the file's final newline ends the last line; it does not start a new one
+        lines.pop()
+    return lines
+
+
+def words_of(text: str, final_eos: bool = True) -> list[str]:
+    """Whitespace tokens with one ``<eos>`` after each line (the last one only if ``final_eos`` or the text ends
+    with a newline)."""
+    out: list[str] = []
+    lines = _lines(text)
+    for i, line in enumerate(lines):
+        out.extend(line.split())
+        if i < len(lines) - 1 or final_eos or text.endswith("\n"):
+            out.append(EOS)
+    return out
+
+
+def _bpe_module():
+    try:
+        import tokenizers
+    except ImportError:
+        raise DataError("--level bpe needs the 'tokenizers' package: pip install tokenizers") from None
+    return tokenizers
+
+
+def _train_bpe(text: str, vocab_size: int):
+    tk = _bpe_module()
+    tok = tk.Tokenizer(tk.models.BPE())
+    # Byte-level: every string maps to bytes first, so no text is ever unknown (Unicode-safe by construction).
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(text.splitlines(keepends=True), trainer)
+    return tok
+
+
+# -- the vocabulary ------------------------------------------------------------------------------------------------
+@dataclass
+class Vocab:
+    """Token ↔ id for one tokenisation level. ``itos[i]`` is token i; ``stoi`` the inverse. ``bpe`` holds the
+    trained tokenizer as its JSON string (level 'bpe' only)."""
+
+    level: str
+    itos: list[str]
+    specials: list[str] = field(default_factory=list)
+    bpe: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"Vocab level must be one of {', '.join(LEVELS)}; got {self.level!r}")
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            dup = next(s for s, n in Counter(self.itos).items() if n > 1)
+            raise ValueError(f"Vocab tokens must be unique; {dup!r} appears more than once")
+        self._tok = None
+        if self.level == "bpe":
+            if self.bpe is None:
+                raise ValueError("a 'bpe' Vocab needs its tokenizer (the bpe JSON string)")
+            self._tok = _bpe_module().Tokenizer.from_str(self.bpe)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.stoi.get(UNK) if UNK in self.specials else None
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.stoi.get(EOS) if EOS in self.specials else None
+
+    # -- building ----------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, text: str, level: str, *, min_count: int = 1, max_size: int | None = None,
+              bpe_vocab: int = DEFAULT_BPE_VOCAB, extra_texts: tuple[str, ...] = ()) -> Vocab:
+        """The vocabulary of ``text`` (the training text). ``extra_texts`` (validation/test) only decide whether a
+        char vocabulary needs ``<unk>``; their tokens never enter it."""
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+        if level == "char":
+            chars = sorted(set(text))
+            unseen = any(set(t) - set(chars) for t in extra_texts)
+            return cls("char", ([UNK] if unseen else []) + chars, [UNK] if unseen else [])
+        if level == "word":
+            if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+                raise ValueError(f"min_count must be an integer >= 1; got {min_count!r}")
+            if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 3):
+                raise ValueError(f"max vocabulary size must be an integer >= 3 (it includes {UNK} and {EOS}); "
+                                 f"got {max_size!r}")
+            counts = Counter(w for w in words_of(text) if w not in (UNK, EOS))
+            # Most frequent first; ties keep first-appearance order (Counter is insertion-ordered): deterministic.
+            words = [w for w, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count]
+            if max_size is not None:
+                words = words[:max_size - 2]
+            return cls("word", [UNK, EOS] + words, [UNK, EOS])
+        if isinstance(bpe_vocab, bool) or not isinstance(bpe_vocab, int) or bpe_vocab < 257:
+            raise ValueError(f"BPE vocabulary size must be an integer >= 257 (256 byte tokens + merges); "
+                             f"got {bpe_vocab!r}")
+        tok = _train_bpe(text, bpe_vocab)
+        itos = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+        return cls("bpe", itos, [], tok.to_str())
+
+    # -- encoding ----------------------------------------------------------------------------------------------
+    def encode(self, text: str, name: str = "text", final_eos: bool = True) -> list[int]:
+        """Token ids of ``text``. Unknown tokens become ``<unk>`` when the vocabulary has it, else a DataError that
+        names ``name`` and the position. ``final_eos``: word level, close an unterminated last line with ``<eos>``."""
+        if self.level == "bpe":
+            return list(self._tok.encode(text).ids)
+        if self.level == "char":
+            ids = [self.stoi.get(c, -1) for c in text]
+            if -1 in ids:
+                if self.unk_id is None:
+                    pos = ids.index(-1)
+                    c = text[pos]
+                    raise DataError(f"{name}: character {c!r} (U+{ord(c):04X}) at character offset {pos} is not in "
+                                    f"the model's vocabulary (which has no {UNK}); remove it, or train on text "
+                                    f"that contains it")
+                ids = [self.unk_id if i == -1 else i for i in ids]
+            return ids
+        unk = self.unk_id
+        return [self.stoi.get(w, unk) for w in words_of(text, final_eos)]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self.level == "bpe":
+            return self._tok.decode(ids, skip_special_tokens=False)
+        toks = [self.itos[i] for i in ids]
+        if self.level == "char":
+            return "".join(toks)
+        out = []
+        for t in toks:  # words joined by spaces, <eos> back to a line end
+            if t == EOS:
+                out.append("\n")
+            else:
+                out.append(t if not out or out[-1] == "\n" else " " + t)
+        return "".join(out)
+
+    # -- JSON ------------------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"level": self.level, "itos": self.itos, "specials": self.specials, "bpe": self.bpe}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Vocab:
+        try:
+            return cls(obj["level"], list(obj["itos"]), list(obj.get("specials", [])), obj.get("bpe"))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a vocabulary: missing or malformed field {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# -- train / valid / test ------------------------------------------------------------------------------------------
+@dataclass
+class Corpus:
+    """The vocabulary and the token-id streams (1-D LongTensors) of the three splits; ``valid``/``test`` may be
+    None. ``sources`` records where each split came from (path or description, sha256 of its text)."""
+
+    vocab: Vocab
+    train: Tensor
+    valid: Tensor | None = None
+    test: Tensor | None = None
+    sources: dict = field(default_factory=dict)
+
+
+def split_text(text: str, valid_fraction: float, level: str) -> tuple[str, str]:
+    """(train, valid): the last ``valid_fraction`` of the text is the validation part. Char level cuts at that
+    exact character (as nanoGPT does); word and BPE levels move the cut back to the start of its line (forward to
+    the next line when that would leave no training text), so no word is split in two."""
+    cut = int(len(text) * (1 - valid_fraction))
+    if level != "char":
+        line_start = text.rfind("\n", 0, cut) + 1
+        if line_start == 0:
+            nl = text.find("\n", cut)
+            line_start = nl + 1 if nl != -1 else len(text)
+        cut = line_start
+    return text[:cut], text[cut:]
+
+
+def build_corpus(train: str, valid: str | None = None, test: str | None = None, *, level: str = "char",
+                 valid_fraction: float = DEFAULT_VALID_FRACTION, min_count: int = 1, max_vocab: int | None = None,
+                 bpe_vocab: int = DEFAULT_BPE_VOCAB, vocab: Vocab | None = None,
+                 names: tuple[str, str, str] = ("train text", "valid text", "test text")) -> Corpus:
+    """Token streams from texts. Without ``valid`` the last ``valid_fraction`` of ``train`` becomes the validation
+    split (0 = no validation). The vocabulary is built on the training part unless ``vocab`` is given."""
+    if level not in LEVELS:
+        raise DataError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+    if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)) or not 0 <= valid_fraction < 1:
+        raise DataError(f"valid fraction must be a number in [0, 1); got {valid_fraction!r}")
+    sources = {"train": {"name": names[0], "sha256": sha256_of(train)}}
+    if valid is None and valid_fraction > 0:
+        train, valid = split_text(train, valid_fraction, level)
+        sources["valid"] = {"name": f"last {valid_fraction:g} of {names[0]}"}
+        names = (names[0], f"the last {valid_fraction:g} of {names[0]}", names[2])
+        if not valid.strip():
+            raise DataError(f"{names[0]}: too short to split off a validation part ({len(train)} characters); "
+                            f"give a validation file or use a longer text")
+    elif valid is not None:
+        sources["valid"] = {"name": names[1], "sha256": sha256_of(valid)}
+    if test is not None:
+        sources["test"] = {"name": names[2], "sha256": sha256_of(test)}
+    if vocab is None:
+        vocab = Vocab.build(train, level, min_count=min_count, max_size=max_vocab, bpe_vocab=bpe_vocab,
+                            extra_texts=tuple(t for t in (valid, test) if t is not None))
+    elif vocab.level != level:
+        raise DataError(f"the vocabulary is {vocab.level}-level but level {level!r} was asked for")
+
+    def ids(text, name):
+        return None if text is None else torch.tensor(vocab.encode(text, name), dtype=torch.long)  # (N,)
+
+    return Corpus(vocab, ids(train, names[0]), ids(valid, names[1]), ids(test, names[2]), sources)
+
+
+def load_corpus(train: str | Path, valid: str | Path | None = None, test: str | Path | None = None,
+                **kwargs) -> Corpus:
+    """``build_corpus`` on UTF-8 files (same keyword options); errors name the file."""
+    texts = [None if p is None else read_text(p) for p in (train, valid, test)]
+    names = tuple(str(p) if p is not None else "" for p in (train, valid, test))
+    corpus = build_corpus(*texts, names=names, **kwargs)
+    for split, p in (("train", train), ("valid", valid), ("test", test)):
+        if p is not None:
+            corpus.sources[split]["path"] = str(Path(p).resolve())
+    return corpus
+
+
+# -- streams -------------------------------------------------------------------------------------------------------
+def batchify(tokens: Tensor, batch_size: int, name: str = "stream") -> Tensor:
+    """Cut a 1-D token stream into ``batch_size`` contiguous columns: column b is the b-th slice of the stream, read
+    top to bottom. The tail that does not fill a row is dropped (< batch_size tokens)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch size must be an integer >= 1; got {batch_size!r}")
+    rows = tokens.numel() // batch_size
+    if rows < 2:  # an input step and its target at the least
+        raise DataError(f"{name}: {tokens.numel()} tokens are too few for batch size {batch_size} (each of the "
+                        f"{batch_size} columns needs at least 2 tokens); use a smaller batch size or more text")
+    return tokens[:rows * batch_size].view(batch_size, rows).t().contiguous()  # (rows, B)
+
+
+class LMStream:
+    """The classic LM batches: ``batchify`` columns read in chunks of ``bptt`` steps, ``(x, y)`` with ``y`` the
+    next token of each ``x`` position, both (T, B). Consecutive chunks continue each column, so a model can carry
+    its state from one chunk to the next.
+
+    ``random_bptt`` (AWD-LSTM, Merity et al. 2017): each chunk's length is ``bptt`` with p = 0.95 else ``bptt/2``,
+    then drawn from N(that, 5), at least 1 — so the chunk boundaries move between epochs and every position gets to
+    be early and late in a chunk. The lengths are a function of (seed, epoch), so the stream is resumable at any
+    (epoch, batch) by ``batches(epoch, start=batch)``.
+    """
+
+    def __init__(self, tokens: Tensor, batch_size: int, bptt: int, *, random_bptt: bool = False, seed: int = 0,
+                 name: str = "stream") -> None:
+        if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt < 1:
+            raise DataError(f"bptt must be an integer >= 1 (steps per chunk); got {bptt!r}")
+        if tokens.dim() != 1:
+            raise ValueError(f"{name}: tokens must be a 1-D stream of ids; got shape {tuple(tokens.shape)}")
+        self.data = batchify(tokens, batch_size, name)  # (rows, B)
+        self.batch_size, self.bptt, self.random_bptt, self.seed, self.name = batch_size, bptt, random_bptt, seed, name
+
+    def chunk_lengths(self, epoch: int) -> list[int]:
+        """The T of every chunk of ``epoch`` (the last one may be shorter: the stream ends)."""
+        steps = self.data.shape[0] - 1  # the last row is only ever a target
+        if not self.random_bptt:
+            return [min(self.bptt, steps - i) for i in range(0, steps, self.bptt)]
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        lengths, i = [], 0
+        while i < steps:
+            base = self.bptt if rng.random() < 0.95 else self.bptt / 2
+            n = min(max(1, int(rng.gauss(base, 5))), steps - i)
+            lengths.append(n)
+            i += n
+        return lengths
+
+    def num_batches(self, epoch: int = 0) -> int:
+        return len(self.chunk_lengths(epoch))
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return (self.data.shape[0] - 1) * self.batch_size
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The chunks of ``epoch`` from chunk index ``start`` on."""
+        lengths = self.chunk_lengths(epoch)
+        i = sum(lengths[:start])
+        for n in lengths[start:]:
+            yield self.data[i:i + n], self.data[i + 1:i + 1 + n]  # (T, B) inputs, (T, B) next tokens
+            i += n
+
+    def __iter__(self):
+        return self.batches(0)
+
+    def __len__(self) -> int:
+        return self.num_batches(0)
+

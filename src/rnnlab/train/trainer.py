@@ -1,0 +1,473 @@
+"""The training loop. It knows nothing about RNNs or language: it gets a model (for its parameters, train/eval mode
+and checkpoints), a *task* that computes the loss of one batch, and data that can be read from any (epoch, batch).
+
+A task is any object with
+
+    step(batch, state) -> (loss, n_tokens, state)   loss: a scalar tensor, the mean over the batch's n_tokens
+    init_state(batch_size) -> state                 optional: what an epoch starts from (default None)
+    detach_state(state) -> state                    optional: called after every update (default: unchanged)
+    metrics(loss) -> dict                           optional: what to report for a mean loss (default {"loss"})
+
+The state is whatever the task carries from one batch to the next (an RNN's hidden state); the trainer only
+passes it along, stores it in mid-epoch checkpoints and calls ``detach_state`` — the task says what that means.
+A plain callable ``loss_fn(batch) -> loss`` (or ``-> (loss, n)``) also works as a stateless task.
+
+Data is an object with ``batches(epoch, start) -> iterator``, ``num_batches(epoch)`` and ``batch_size`` (like
+``rnnlab.data.LMStream``), or a list of batches.
+
+What it does: SGD / Adam / AdamW; constant, step-decay or divide-on-plateau learning rate; clipping by norm or value
+(the pre-clip total norm is logged); evaluation each epoch; early stopping; ``last/`` and ``best/`` checkpoints;
+a progress bar (tqdm on a terminal) and one summary line per epoch; metrics in ``metrics.jsonl``; exact repeats
+(same seed → same metrics) and exact resumes (same weights as an uninterrupted run).
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
+from .metrics import MetricsLog
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "plateau")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model init, dropout, shuffles)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainOptions:
+    """Everything the loop needs to know besides model, task and data. Invalid values fail at construction."""
+
+    epochs: int = 10  # enough for a small model on a small corpus to flatten out; early stopping can end sooner
+    optimizer: str = "adam"  # Adam trains RNN LMs of any size without tuning; SGD needs its lr and clip tuned
+    lr: float = 2e-3  # Karpathy's char-rnn default; a safe Adam rate for small recurrent LMs
+    momentum: float = 0.0  # SGD only; the classic RNN LM recipes (Zaremba 2014, AWD-LSTM) use none
+    weight_decay: float | None = None  # None: the optimizer's own default (0 for SGD/Adam, 0.01 for AdamW)
+    clip_norm: float | None = None  # rescale the whole gradient when its norm exceeds this (e.g. 0.25 or 5)
+    clip_value: float | None = None  # clamp each gradient element to [-v, v] (char-rnn's 5); not with clip_norm
+    schedule: str = "constant"
+    lr_decay: float = 0.5  # the factor of 'step' and 'plateau' (Zaremba et al.'s small model halves the rate)
+    decay_start: int = 1  # 'step': the first decay_start epochs run at lr; then lr *= lr_decay after each epoch
+    patience: int | None = None  # stop after this many epochs without a better validation loss (None: never)
+    seed: int = 0
+    log_every: int = 100  # steps between metric records (and progress lines without a bar)
+    max_steps: int | None = None  # stop (and save last/) after this many updates in this call to fit()
+    max_minutes: float | None = None  # stop (and save last/) once this much wall time has passed in this call
+    checkpoint_every: int | None = None  # also save last/ every this many steps mid-epoch (None: at epoch ends)
+    quiet: bool = False  # no progress bar and no interval lines; the per-epoch summary line is still printed
+    progress: bool | None = None  # the bar: None = when stderr is a terminal and not quiet
+
+    def __post_init__(self) -> None:
+        def positive_int(name, allow_none=False, lo=1):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}{' or None' if allow_none else ''}; got {v!r}")
+
+        def positive_float(name, allow_none=False, hi=None):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 or \
+                    (hi is not None and v > hi):
+                rule = f"a number > 0{f' and <= {hi}' if hi is not None else ''}"
+                raise ValueError(f"{name} must be {rule}{' or None' if allow_none else ''}; got {v!r}")
+
+        positive_int("epochs")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        positive_float("lr")
+        positive_float("lr_decay", hi=1.0)
+        positive_int("decay_start", lo=0)
+        positive_float("clip_norm", allow_none=True)
+        positive_float("clip_value", allow_none=True)
+        positive_float("max_minutes", allow_none=True)
+        for name in ("patience", "max_steps", "checkpoint_every"):
+            positive_int(name, allow_none=True)
+        positive_int("log_every")
+        positive_int("seed", lo=0)
+        if self.clip_norm is not None and self.clip_value is not None:
+            raise ValueError(f"clip by norm or by value, not both; got clip_norm={self.clip_norm} and "
+                             f"clip_value={self.clip_value}. Keep one")
+        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be a number in [0, 1); got {self.momentum!r}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum is an SGD option; got momentum={self.momentum} with optimizer "
+                             f"{self.optimizer!r}. Drop it or use optimizer 'sgd'")
+        if self.weight_decay is not None and (not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0):
+            raise ValueError(f"weight_decay must be a number >= 0 or None; got {self.weight_decay!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainOptions:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+class _FunctionTask:
+    """A plain loss function as a stateless task."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def step(self, batch, state):
+        out = self.fn(batch)
+        loss, n = out if isinstance(out, tuple) else (out, 1)
+        return loss, n, None
+
+
+class _ListData:
+    def __init__(self, items) -> None:
+        self.items = list(items)
+        self.batch_size = None
+
+    def num_batches(self, epoch: int = 0) -> int:
+        return len(self.items)
+
+    def batches(self, epoch: int = 0, start: int = 0):
+        return iter(self.items[start:])
+
+
+def _as_data(data):
+    if data is None or hasattr(data, "batches"):
+        return data
+    return _ListData(data)
+
+
+def _init_state(task, data):
+    return task.init_state(data.batch_size) if hasattr(task, "init_state") else None
+
+
+def _metrics(task, loss: float) -> dict:
+    return task.metrics(loss) if hasattr(task, "metrics") else {"loss": loss}
+
+
+@torch.no_grad()
+def evaluate_task(model: nn.Module, task, data) -> float:
+    """Mean loss per token of ``task`` over all batches of ``data`` (epoch 0), in eval mode (no dropout)."""
+    task = task if hasattr(task, "step") else _FunctionTask(task)
+    data = _as_data(data)
+    was_training = model.training
+    model.eval()
+    try:
+        state = _init_state(task, data)
+        total, count = 0.0, 0
+        for batch in data.batches(0):
+            loss, n, state = task.step(batch, state)
+            total += float(loss) * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluation data has no batches")
+    return total / count
+
+
+def _fmt(metrics: dict) -> str:
+    out = []
+    for k, v in metrics.items():
+        digits = {"loss": 4, "ppl": 2, "bpc": 3}.get(k, 4)
+        out.append(f"{k} {v:.{digits}f}")
+    return " ".join(out)
+
+
+def _rate(tokens: float, seconds: float) -> str:
+    r = tokens / max(seconds, 1e-9)
+    return f"{r / 1e3:.1f}k tok/s" if r >= 1e3 else f"{r:.0f} tok/s"
+
+
+class Trainer:
+    """Runs ``fit()``; ``restore(checkpoint)`` first to continue a stopped run exactly where it stopped.
+
+    ``out_dir`` (optional) receives ``last/``, ``best/`` and ``metrics.jsonl``; ``meta`` (JSON-able) is stored in
+    every checkpoint next to the trainer's own state (put the model config, vocabulary and run options there).
+    """
+
+    def __init__(self, model: nn.Module, task, train, valid=None, options: TrainOptions | None = None,
+                 out_dir: str | Path | None = None, meta: dict | None = None,
+                 print_fn: Callable[[str], None] | None = None) -> None:
+        self.model = model
+        self.task = task if hasattr(task, "step") else _FunctionTask(task)
+        self.train_data, self.valid_data = _as_data(train), _as_data(valid)
+        self.options = options or TrainOptions()
+        o = self.options
+        if o.schedule == "plateau" and self.valid_data is None:
+            raise ValueError("schedule 'plateau' lowers the lr when the validation loss stops improving, but there "
+                             "is no validation data; give some or use another schedule")
+        if o.patience is not None and self.valid_data is None:
+            raise ValueError("patience (early stopping) watches the validation loss, but there is no validation "
+                             "data; give some or drop patience")
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.meta = dict(meta or {})
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.out_dir is not None else None
+        self._print = print_fn or (lambda s: print(s, flush=True))
+        self.optimizer = self._build_optimizer()
+        self.progress = {"epoch": 0, "batch": 0, "step": 0, "lr": o.lr, "best_valid_loss": None, "bad_epochs": 0,
+                         "stopped": None, "acc": self._zero_acc(), "last_valid_loss": None}
+        self._carry = None
+        self._restored = False
+        self._stop_requested = False
+
+    # -- set-up ----------------------------------------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.options
+        params = list(self.model.parameters())
+        wd = {} if o.weight_decay is None else {"weight_decay": o.weight_decay}
+        if o.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, **wd)
+        if o.optimizer == "adam":
+            return torch.optim.Adam(params, lr=o.lr, **wd)
+        return torch.optim.AdamW(params, lr=o.lr, **wd)
+
+    @staticmethod
+    def _zero_acc() -> dict:
+        return {"epoch_loss": 0.0, "epoch_tokens": 0, "loss": 0.0, "tokens": 0, "steps": 0, "norm_sum": 0.0,
+                "norm_max": 0.0}
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint`` (written by this trainer): weights, optimizer, schedule, position in the
+        data, the carried state, the RNG states and the running sums — so the rest of the run is the same as if it
+        had never stopped."""
+        meta = checkpoint.meta
+        if "trainer" not in meta:
+            raise ValueError(f"{checkpoint.path}: holds no trainer state, so training cannot resume from it")
+        checkpoint.load_model(self.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer_state())
+        self.progress = dict(meta["trainer"])
+        carry = checkpoint.carry()
+        device = next(self.model.parameters()).device
+        self._carry = _to_device(carry, device)
+        set_rng_state(meta["rng"])
+        if self.log is not None:
+            self.log.rewind(self.progress["step"])
+        self._restored = True
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current batch (it saves last/ first); e.g. from a SIGINT handler."""
+        self._stop_requested = True
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until the epochs are done or a stop condition hits; returns a summary dict."""
+        o, p = self.options, self.progress
+        if not self._restored:
+            seed_everything(o.seed)
+        if p["stopped"] == "patience":
+            self._print(f"the run already stopped early (no better validation loss for {p['bad_epochs']} epochs)")
+            return self._summary("patience")
+        if p["epoch"] >= o.epochs:
+            self._print(f"nothing to do: the run has finished its {p['epoch']} epochs (train longer with more epochs)")
+            return self._summary("done")
+        show_bar = (o.progress if o.progress is not None else (not o.quiet and sys.stderr.isatty()))
+        self._t0 = time.monotonic()
+        self._steps_this_call = 0
+        self._set_lr(p["lr"])
+        stopped = None
+        while p["epoch"] < o.epochs and stopped is None:
+            stopped = self._run_epoch(show_bar)
+        reason = stopped or p.get("stopped") or "done"
+        return self._summary(reason)
+
+    def _run_epoch(self, show_bar: bool) -> str | None:
+        o, p, acc = self.options, self.progress, self.progress["acc"]
+        epoch = p["epoch"]
+        self.model.train()
+        state = self._carry if p["batch"] > 0 else _init_state(self.task, self.train_data)
+        self._carry = None
+        total = self.train_data.num_batches(epoch)
+        bar = tqdm(total=total, initial=p["batch"], desc=f"epoch {epoch + 1}/{o.epochs}", file=sys.stderr,
+                   disable=not show_bar, dynamic_ncols=True, leave=False, unit="batch")
+        epoch_t0 = interval_t0 = time.monotonic()
+        epoch_tokens0, stop = acc["epoch_tokens"], None
+        try:
+            for batch in self.train_data.batches(epoch, p["batch"]):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, n, state = self.task.step(batch, state)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {p['batch'] + 1} "
+                                        f"(step {p['step'] + 1}); lower the learning rate (now {p['lr']:g}) or "
+                                        "clip the gradient norm")
+                loss.backward()
+                norm = self._clip()
+                self.optimizer.step()
+                state = self.task.detach_state(state) if hasattr(self.task, "detach_state") else state
+                p["batch"] += 1
+                p["step"] += 1
+                self._steps_this_call += 1
+                acc["epoch_loss"] += value * n
+                acc["epoch_tokens"] += n
+                acc["loss"] += value * n
+                acc["tokens"] += n
+                acc["steps"] += 1
+                acc["norm_sum"] += norm
+                acc["norm_max"] = max(acc["norm_max"], norm)
+                now = time.monotonic()
+                if show_bar:
+                    m = _metrics(self.task, acc["epoch_loss"] / acc["epoch_tokens"])
+                    bar.set_postfix_str(f"{_fmt(m)} | {_rate(acc['epoch_tokens'] - epoch_tokens0, now - epoch_t0)}",
+                                        refresh=False)
+                    bar.update(1)
+                if p["step"] % o.log_every == 0:
+                    self._log_interval(now - interval_t0, show_bar)
+                    interval_t0 = now
+                    if show_bar:
+                        bar.refresh()  # tqdm redraws at most every 0.1 s; show each interval's numbers at least
+                if o.max_steps is not None and self._steps_this_call >= o.max_steps:
+                    stop = "max_steps"
+                elif o.max_minutes is not None and now - self._t0 >= 60 * o.max_minutes:
+                    stop = "max_minutes"
+                elif self._stop_requested:
+                    stop = "interrupted"
+                if stop is not None or (o.checkpoint_every and p["step"] % o.checkpoint_every == 0
+                                        and p["batch"] < total):
+                    self._save("last", carry=state)
+                if stop is not None:
+                    break
+        finally:
+            bar.close()
+        if stop is not None:
+            self._stopped_midway(stop)
+            return stop
+        return self._end_epoch(time.monotonic() - epoch_t0, acc["epoch_tokens"] - epoch_tokens0)
+
+    def _clip(self) -> float:
+        """Clip as the options say; return the total gradient norm before clipping."""
+        o = self.options
+        params = [q for q in self.model.parameters() if q.grad is not None]
+        if not params:
+            return 0.0
+        if o.clip_norm is not None:
+            return float(torch.nn.utils.clip_grad_norm_(params, o.clip_norm))
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(q.grad) for q in params])))
+        if o.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(params, o.clip_value)
+        return norm
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _log_interval(self, seconds: float, show_bar: bool) -> None:
+        p, acc = self.progress, self.progress["acc"]
+        if acc["tokens"] == 0:
+            return
+        m = _metrics(self.task, acc["loss"] / acc["tokens"])
+        rec = {"kind": "train", "epoch": p["epoch"] + 1, "batch": p["batch"], "step": p["step"], **m, "lr": p["lr"],
+               "grad_norm": acc["norm_sum"] / acc["steps"], "grad_norm_max": acc["norm_max"],
+               "tokens": acc["tokens"], "tokens_per_s": acc["tokens"] / max(seconds, 1e-9),
+               "elapsed_s": time.monotonic() - self._t0}
+        if self.log is not None:
+            self.log.write(rec)
+        if not show_bar and not self.options.quiet:
+            total = self.train_data.num_batches(p["epoch"])
+            self._print(f"  epoch {p['epoch'] + 1} batch {p['batch']}/{total}  {_fmt(m)}  grad norm "
+                        f"{rec['grad_norm']:.3g}  {_rate(acc['tokens'], seconds)}")
+        for k in ("loss", "tokens", "steps", "norm_sum", "norm_max"):
+            acc[k] = type(acc[k])(0)
+
+    def _end_epoch(self, seconds: float, tokens: int) -> str | None:
+        o, p, acc = self.options, self.progress, self.progress["acc"]
+        epoch = p["epoch"]
+        train_m = _metrics(self.task, acc["epoch_loss"] / max(acc["epoch_tokens"], 1))
+        valid_loss, improved = None, False
+        if self.valid_data is not None:
+            valid_loss = evaluate_task(self.model, self.task, self.valid_data)
+            best = p["best_valid_loss"]
+            improved = best is None or valid_loss < best
+            if improved:
+                p["best_valid_loss"], p["bad_epochs"] = valid_loss, 0
+            else:
+                p["bad_epochs"] += 1
+            p["last_valid_loss"] = valid_loss
+        lr_used = p["lr"]
+        if (o.schedule == "step" and epoch + 1 >= o.decay_start) or (o.schedule == "plateau" and not improved):
+            p["lr"] = p["lr"] * o.lr_decay
+            self._set_lr(p["lr"])
+        p["epoch"], p["batch"] = epoch + 1, 0
+        p["acc"] = self._zero_acc()
+        stop = "patience" if o.patience is not None and p["bad_epochs"] >= o.patience else None
+        p["stopped"] = stop
+        rec = {"kind": "epoch", "epoch": epoch + 1, "step": p["step"],
+               **{f"train_{k}": v for k, v in train_m.items()}}
+        if valid_loss is not None:
+            rec.update({f"valid_{k}": v for k, v in _metrics(self.task, valid_loss).items()})
+            rec["best"] = improved
+        rec.update({"lr": lr_used, "tokens_per_s": tokens / max(seconds, 1e-9), "epoch_s": seconds})
+        if self.log is not None:
+            self.log.write(rec)
+        line = f"epoch {epoch + 1:>3}/{o.epochs}  train {_fmt(train_m)}"
+        if valid_loss is not None:
+            line += f" | valid {_fmt(_metrics(self.task, valid_loss))}"
+        line += f" | lr {lr_used:.3g} | {_rate(tokens, seconds)} | {seconds:.1f} s" + ("  *best*" if improved else "")
+        if p["lr"] != lr_used:
+            line += f"  (lr -> {p['lr']:.3g})"
+        self._print(line)
+        self._save("last", carry=None)
+        if improved:
+            self._save("best", carry=None)
+        if stop:
+            self._print(f"stopping: no better validation loss for {p['bad_epochs']} epochs (patience {o.patience})")
+        return stop
+
+    def _stopped_midway(self, reason: str) -> None:
+        p = self.progress
+        if reason == "max_steps":
+            what = f"reached max_steps={self.options.max_steps}"
+        elif reason == "max_minutes":
+            what = f"reached the time limit of {self.options.max_minutes:g} min"
+        else:
+            what = "interrupted"
+        total = self.train_data.num_batches(p["epoch"])
+        where = f"epoch {p['epoch'] + 1}, batch {p['batch']}/{total}, step {p['step']}"
+        saved = f"; saved {self.out_dir / 'last'} (resume from it)" if self.out_dir is not None else ""
+        self._print(f"stopped: {what} at {where}{saved}")
+        if self.log is not None:
+            self.log.write({"kind": "stop", "reason": reason, "epoch": p["epoch"] + 1, "batch": p["batch"],
+                            "step": p["step"]})
+
+    def _save(self, which: str, carry) -> None:
+        if self.out_dir is None:
+            return
+        meta = {**self.meta, "model": getattr(self.model, "config", None), "trainer": self.progress,
+                "rng": rng_state(), "train_options": asdict(self.options)}
+        save_checkpoint(self.out_dir / which, self.model, self.optimizer, meta, carry=carry)
+
+    def _summary(self, reason: str) -> dict:
+        p = self.progress
+        return {"stopped": reason, "epochs": p["epoch"], "batch": p["batch"], "steps": p["step"],
+                "best_valid_loss": p["best_valid_loss"], "last_valid_loss": p["last_valid_loss"], "lr": p["lr"]}
+
+
+def _to_device(state, device):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, (tuple, list)):
+        return type(state)(_to_device(s, device) for s in state)
+    return state

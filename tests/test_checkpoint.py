@@ -1,0 +1,158 @@
+"""Checkpoints: exact round trips without pickle, atomic replacement, clear errors, and a resumed run that reaches
+bit-for-bit the weights of an uninterrupted one."""
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import rnnlab.train.checkpoint as ckpt_module
+from rnnlab.data import LMStream, build_corpus
+from rnnlab.models import NGramLM, RecurrentLM
+from rnnlab.train import CheckpointError, LMTask, Trainer, TrainOptions, load_checkpoint, save_checkpoint
+from rnnlab.train.checkpoint import flatten, rng_state, set_rng_state, unflatten
+
+
+def test_flatten_roundtrip_keeps_types():
+    obj = {"state": {0: {"step": torch.tensor(3.0), "m": torch.ones(2, 2)}}, "groups": [{"betas": (0.9, 0.99),
+           "lr": 1e-3, "params": [0, 1], "nesterov": False, "foreach": None}], "best": math.inf}
+    tensors = {}
+    skel = flatten(obj, "o", tensors)
+    back = unflatten(json.loads(json.dumps(skel, allow_nan=False)), tensors)
+    assert back["state"][0]["m"].equal(torch.ones(2, 2)) and back["groups"][0]["betas"] == (0.9, 0.99)
+    assert back["best"] == math.inf and list(back["state"]) == [0]
+
+
+def test_rng_state_roundtrip():
+    torch.manual_seed(3)
+    random.seed(4)
+    np.random.seed(5)
+    saved = json.loads(json.dumps(rng_state()))
+    a = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_state(saved)
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_save_load_roundtrip_tied_weights_stored_once(tmp_path, monkeypatch):
+    model = RecurrentLM(11, hidden=6, emb=6, tie=True, cell="gru")
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randint(0, 11, (4, 2)))[0].sum().backward()
+    opt.step()
+    carry = (torch.randn(1, 2, 6), torch.randn(1, 2, 6))
+    path = save_checkpoint(tmp_path / "c", model, opt, {"model": model.config, "note": "hi"}, carry=carry)
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.json", "model.safetensors", "optim.safetensors",
+                                                      "state.safetensors"]
+    # Loading must never unpickle.
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    c = load_checkpoint(path)
+    assert c.meta["note"] == "hi" and c.meta["aliases"] == {"decoder.weight": "encoder.weight"}
+    twin = RecurrentLM(11, hidden=6, emb=6, tie=True, cell="gru")
+    c.load_model(twin)
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert twin.decoder.weight is twin.encoder.weight
+    opt2 = torch.optim.Adam(twin.parameters())
+    opt2.load_state_dict(c.optimizer_state())
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for i in s1["state"]:
+        for k in s1["state"][i]:
+            assert torch.equal(s1["state"][i][k], s2["state"][i][k])
+    got = c.carry()
+    assert isinstance(got, tuple) and torch.equal(got[1], carry[1])
+
+
+def test_replacing_is_atomic_when_a_write_fails(tmp_path, monkeypatch):
+    model = NGramLM(5, order=2, hidden=3)
+    save_checkpoint(tmp_path / "last", model, None, {"n": 1})
+    real = ckpt_module._write_synced
+
+    def fail_on_json(path, data):
+        if path.name == "checkpoint.json":
+            raise OSError("disk full")
+        real(path, data)
+
+    monkeypatch.setattr(ckpt_module, "_write_synced", fail_on_json)
+    with torch.no_grad():
+        model.out.weight.add_(1)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "last", model, None, {"n": 2})
+    old = load_checkpoint(tmp_path / "last")  # the previous checkpoint is still whole
+    assert old.meta["n"] == 1
+    assert not torch.equal(old.model_state()["out.weight"], model.out.weight)
+    monkeypatch.setattr(ckpt_module, "_write_synced", real)
+    save_checkpoint(tmp_path / "last", model, None, {"n": 3})
+    assert load_checkpoint(tmp_path / "last").meta["n"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary directories left
+
+
+def test_load_errors_say_what_to_pass(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+        load_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="not a checkpoint .* OUT/best or OUT/last"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.json").write_text('{"format": "other"}')
+    with pytest.raises(CheckpointError, match="not an rnnlab checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_run_directory_resolves_to_best_or_last(tmp_path):
+    model = NGramLM(5, order=2, hidden=3)
+    save_checkpoint(tmp_path / "last", model, None, {"which": "last"})
+    assert load_checkpoint(tmp_path, prefer="best").meta["which"] == "last"  # falls back when best/ is missing
+    save_checkpoint(tmp_path / "best", model, None, {"which": "best"})
+    assert load_checkpoint(tmp_path).meta["which"] == "best"
+    assert load_checkpoint(tmp_path, prefer="last").meta["which"] == "last"
+
+
+def lm_run(out, seed, options):
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcde fg\n") for _ in range(900))
+    corpus = build_corpus(text, level="char")
+    torch.manual_seed(seed)  # a different seed changes the initial weights; restore() must overwrite them
+    model = RecurrentLM(len(corpus.vocab), hidden=12, layers=2, dropout=0.3)
+    train = LMStream(corpus.train, 4, 10, random_bptt=True, seed=1)
+    valid = LMStream(corpus.valid, 2, 10)
+    return model, Trainer(model, LMTask(model, True), train, valid, options, out_dir=out)
+
+
+def test_resume_mid_epoch_reaches_the_same_weights_bit_for_bit(tmp_path):
+    opts = dict(epochs=3, optimizer="adam", lr=3e-3, clip_norm=0.5, schedule="step", decay_start=1, log_every=4,
+                seed=5, quiet=True, progress=False)
+    model_a, trainer = lm_run(tmp_path / "a", 0, TrainOptions(**opts))
+    trainer.fit()
+
+    _, first = lm_run(tmp_path / "b", 0, TrainOptions(**opts, max_steps=27))  # stops inside epoch 2
+    assert first.fit()["stopped"] == "max_steps"
+    last = load_checkpoint(tmp_path / "b" / "last")
+    assert last.meta["trainer"]["epoch"] == 1 and last.meta["trainer"]["batch"] > 0 and last.carry() is not None
+    model_b, second = lm_run(tmp_path / "b", 99, TrainOptions(**opts))
+    second.restore(last)
+    assert second.fit()["stopped"] == "done"
+
+    for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(ln).items() if k not in ("tokens_per_s", "elapsed_s", "epoch_s")}
+                for ln in lines if json.loads(ln)["kind"] != "stop"]
+
+    assert records("a") == records("b")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to save from")
+def test_checkpoint_saved_on_gpu_loads_on_cpu(tmp_path):
+    model = RecurrentLM(9, hidden=8).cuda()
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randint(0, 9, (5, 2), device="cuda"))[0].sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c", model, opt, {"model": model.config}, carry=model.init_state(2))
+    c = load_checkpoint(tmp_path / "c")
+    cpu = c.load_model(RecurrentLM(9, hidden=8))
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(model.state_dict().values(), cpu.state_dict().values()))
+    torch.optim.Adam(cpu.parameters()).load_state_dict(c.optimizer_state())
+    assert c.carry()[0].device.type == "cpu"

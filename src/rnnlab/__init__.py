@@ -1,13 +1,19 @@
 """rnnlab: recurrent networks whose math and backpropagation through time are written out, drop-in for torch.nn."""
+from . import data as data
 from . import init as init
+from . import models as models
+from . import train as train
 from .engine import backend_name as backend_name
 from .engine import detach_state as detach_state
 from .engine import probe as probe
 from .engine import tbptt as tbptt
+from .generate import beam_search as beam_search
+from .generate import generate as generate
 from .layers import GRU as GRU
 from .layers import LSTM as LSTM
 from .layers import RNN as RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "backend_name", "detach_state", "init", "probe", "tbptt"]
+__all__ = ["GRU", "LSTM", "RNN", "backend_name", "beam_search", "data", "detach_state", "generate", "init", "models",
+           "probe", "tbptt", "train"]

@@ -276,10 +276,25 @@ def test_chunked_backward(mode, reverse, monkeypatch):
     _check_case(mode, torch.float32, True, [5, 5, 3], 4, 37, reverse)
 
 
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("split", ["0", "1"], ids=["combined", "split"])
+def test_weight_gradient_paths(mode, split, monkeypatch):
+    """dW as one GEMM over [x | h_prev] rows, or straight into dW_ih / dW_hh
+    (RNNLAB_DW_SPLIT forces either; GRU always combines), with and without
+    bias (LSTM adds its bias in the gate math), one chunk or many."""
+    monkeypatch.setenv("RNNLAB_DW_SPLIT", split)
+    _check_case(mode, torch.float64, True, [5, 4, 4, 2], 3, 9, False)
+    _check_case(mode, torch.float64, False, [3, 3, 1], 4, 6, True)
+    monkeypatch.setenv("RNNLAB_BWD_CHUNK_ROWS", "4")
+    _check_case(mode, torch.float64, True, [6, 4, 4, 2, 1], 3, 9, True)
+    _check_case(mode, torch.float32, False, [5, 5, 3], 4, 37, False)
+
+
 @pytest.mark.parametrize("mode", [0, 2, 3])
 def test_vector_width_tails(mode):
-    """H = 8k +- 1 and B = 1 exercise full vectors plus scalar tails."""
-    for H in (15, 17, 33):
+    """H = 8k +- 1 / 16k +- 1 and B = 1 exercise full vectors (8 or 16 float
+    lanes) plus tails."""
+    for H in (15, 17, 31, 33):
         _check_case(mode, torch.float32, True, [3], 4, H, False)
         _check_case(mode, torch.float64, True, [3, 2], 4, H, True)
 

@@ -1,7 +1,7 @@
 // Shared helpers of the rnnlab C++ time loop: vector math, BLAS calls.
 //
-// Vector math: float32 uses GCC vector extensions (8 lanes; AVX2+FMA when the
-// extension is compiled with -mavx2 -mfma, SSE otherwise) with Cephes-style
+// Vector math: float32 uses GCC vector extensions (16 lanes with AVX-512, else
+// 8 lanes; AVX2+FMA when compiled with -mavx2 -mfma, SSE otherwise) with Cephes-style
 // exp/tanh polynomials (~2 ulp).  float64 uses scalar std::exp / std::tanh so
 // that it stays exact to ~1e-15 relative.
 #pragma once
@@ -51,8 +51,14 @@ inline void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k,
 }
 
 // ---------------------------------------------------------- vector math ---
-typedef float vf8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
+// float lanes: 16 (zmm) when compiled for AVX-512, else 8 (ymm / 2 x xmm).
+#if defined(__AVX512F__)
+constexpr int kVF = 16;
+#else
+constexpr int kVF = 8;
+#endif
+typedef float vf8 __attribute__((vector_size(4 * kVF)));
+typedef int32_t vi8 __attribute__((vector_size(4 * kVF)));
 
 template <typename T>
 struct VT;
@@ -60,8 +66,8 @@ struct VT;
 template <>
 struct VT<float> {
   using V = vf8;
-  static constexpr int W = 8;
-  static inline V bc(float c) { return V{c, c, c, c, c, c, c, c}; }
+  static constexpr int W = kVF;
+  static inline V bc(float c) { return V{} + c; }
   static inline V load(const float* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));

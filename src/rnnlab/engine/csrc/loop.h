@@ -1,8 +1,8 @@
 // The rnnlab time loop (forward and hand-written BPTT), generic over the cell.
 //
 // Parallel scheme: ONE OpenMP parallel region alive for the whole time loop.
-// Thread p owns a contiguous slice of hidden units [j0, j0+hp) (a multiple of
-// 8 units except the last), together with
+// Thread p owns a contiguous slice of hidden units [j0, j0+hp) (whole float
+// vectors, 8 or 16 units, except the last), together with
 //   forward : the rows of W_hh of all gates for its units, packed into one
 //             contiguous (G*hp, H) block, and the gate math / c / h of its units;
 //   backward: the columns of W_hh for its units, packed into (G*H, hp).
@@ -58,7 +58,7 @@ inline Plan make_plan(int64_t H, int P) {
   Plan pl;
   pl.P = P;
   int64_t per = (H + P - 1) / P;
-  per = (per + 7) / 8 * 8;
+  per = (per + kVF - 1) / kVF * kVF;  // whole float vectors per thread
   int64_t j = 0;
   for (int p = 0; p < P; ++p) {
     int64_t n = std::min(per, H - j);
@@ -118,9 +118,15 @@ struct RecW;
 template <>
 struct RecW<float> {
   static int64_t size(int64_t K, int64_t ncols) { return rg::packed_size(K, ncols); }
+  // B[k][n] = row(n)[k]
   template <typename F>
-  static void pack(int64_t K, int64_t ncols, float* dst, F&& src) {
-    rg::pack(K, ncols, dst, src);
+  static void pack_t(int64_t K, int64_t ncols, float* dst, F&& row) {
+    rg::pack_t(K, ncols, dst, row);
+  }
+  // B[k][n] = krow(k)[n]
+  template <typename F>
+  static void pack_k(int64_t K, int64_t ncols, float* dst, F&& krow) {
+    rg::pack_k(K, ncols, dst, krow);
   }
   static void mm(int64_t M, int64_t ncols, int64_t K, const float* A,
                  int64_t lda, const float* Bp, float* C, int64_t ldc, bool acc) {
@@ -131,9 +137,16 @@ template <>
 struct RecW<double> {
   static int64_t size(int64_t K, int64_t ncols) { return K * ncols; }
   template <typename F>
-  static void pack(int64_t K, int64_t ncols, double* dst, F&& src) {
+  static void pack_t(int64_t K, int64_t ncols, double* dst, F&& row) {
     for (int64_t n = 0; n < ncols; ++n)
-      for (int64_t k = 0; k < K; ++k) dst[n * K + k] = src(k, n);
+      std::memcpy(dst + n * K, row(n), sizeof(double) * K);
+  }
+  template <typename F>
+  static void pack_k(int64_t K, int64_t ncols, double* dst, F&& krow) {
+    for (int64_t k = 0; k < K; ++k) {
+      const double* r = krow(k);
+      for (int64_t n = 0; n < ncols; ++n) dst[n * K + k] = r[n];
+    }
   }
   static void mm(int64_t M, int64_t ncols, int64_t K, const double* A,
                  int64_t lda, const double* Bp, double* C, int64_t ldc, bool acc) {
@@ -176,6 +189,42 @@ inline Tensor lin(const Tensor& X, const Tensor& W, const Tensor& b) {
   return at::mm(X, W.t());
 }
 
+// C = A @ B + beta * C into an existing C (row-major, contiguous), for the
+// backward's per-chunk GEMMs.  A and B may each be contiguous or a plain
+// transpose of a contiguous matrix (A = dgates^T for dW): oneDNN's matmul
+// reads both layouts directly, so no transposed copies are made.  float32:
+// at::native::mkldnn_matmul (oneDNN; needs AVX-512 or AVX-NE-CONVERT, else it
+// throws once and we use at::mm from then on); float64: at::mm_out/addmm_.
+}  // namespace rnnlab
+namespace at {
+namespace native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
+                             const at::Tensor& result, float beta, float alpha);
+}  // namespace native
+}  // namespace at
+namespace rnnlab {
+
+inline void mm_into(const Tensor& A, const Tensor& B, Tensor& C, bool accumulate) {
+  if (A.size(0) == 0 || B.size(1) == 0) return;
+  if (A.size(1) == 0) {
+    if (!accumulate) C.zero_();
+    return;
+  }
+  static bool dnnl_ok = std::getenv("RNNLAB_NO_ONEDNN") == nullptr;
+  if (dnnl_ok && A.scalar_type() == at::kFloat) {
+    try {
+      at::native::mkldnn_matmul(A, B, C, accumulate ? 1.0f : 0.0f, 1.0f);
+      return;
+    } catch (...) {
+      dnnl_ok = false;
+    }
+  }
+  if (accumulate)
+    C.addmm_(A, B);
+  else
+    at::mm_out(C, A, B);
+}
+
 // ---------------------------------------------------------------- forward
 template <typename T, typename Cell>
 std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
@@ -207,7 +256,16 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
       bc = b_ih + b_hh;
     }
   }
-  Tensor gi = lin(x, w_ih, bc).contiguous();
+  Tensor gi;
+  if (std::is_same<Cell, LSTMCell>::value) {
+    // LSTM: plain GEMM (oneDNN matmul reads W_ih^T in place; faster here than
+    // _linear_pointwise); the summed bias is added in the gate math (bhn).
+    gi = at::empty({N, GH}, x.options());
+    mm_into(x, w_ih.t(), gi, false);
+    bhn = bias ? bc : at::zeros({GH}, x.options());
+  } else {
+    gi = lin(x, w_ih, bc).contiguous();
+  }
   Tensor out = at::empty({N, H}, x.options());
   Tensor cstate, call, hnall;
   if (Cell::kHasC) {
@@ -245,9 +303,9 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
     T* W = wpkp + woff[p];
     const int64_t ld = G * hp;
     // each thread packs its own block (first touch: its memory, its cache)
-    RecW<T>::pack(H, ld, W, [&](int64_t k, int64_t n) {
+    RecW<T>::pack_t(H, ld, W, [&](int64_t n) {
       const int64_t g = n / hp, u = n - g * hp;
-      return whh[(g * H + j0 + u) * H + k];
+      return whh + (g * H + j0 + u) * H;
     });
     T* scr = scrp + p * scr_stride;
     for (int64_t s = 0; s < st.T; ++s) {
@@ -378,19 +436,31 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
   // pack (each thread its own block: first touch in its own cache)
   run_region(P, [&](int p) {
     const int64_t j0 = pl.j0[p], hp = pl.hp[p];
-    RecW<T>::pack(GH, hp, wpkp + woff[p], [&](int64_t k, int64_t u) {
-      return whh[Cell::hrow(k, H) * H + j0 + u];
+    RecW<T>::pack_k(GH, hp, wpkp + woff[p], [&](int64_t k) {
+      return whh + Cell::hrow(k, H) * H + j0;
     });
   });
 
-  const bool multi = N > Rbuf;  // more than one chunk
-  Tensor dx = multi ? at::empty({N, I}, x.options()) : at::zeros({N, I}, x.options());
-  Tensor dwih = at::zeros({GH, I}, x.options());
-  Tensor dwhh = at::zeros({GH, H}, x.options());
-  Tensor dgsum = at::zeros({GD * H}, x.options());
-  const Tensor none;
-  const Tensor wihT = w_ih.t().contiguous();  // (I, GH): dx = dGi @ w_ih
-  Tensor xh = at::empty({std::max<int64_t>(Rbuf, 1), I + H}, x.options());  // [x | h_prev] rows
+  Tensor dx = at::empty({N, I}, x.options());
+  // dW = sum over chunks of dG^T @ [x | h_prev].  split: straight into
+  // dW_ih (dG^T @ x rows, read in place) and dW_hh (dG^T @ h_prev rows, copied
+  // in the loop); else one GEMM into Y (GD*H, I+H) over [x | h_prev] copied
+  // rows, split at the end (GRU always: its dW rows are permuted).  Split
+  // saves the final copy of Y (large at big H, few rows) but oneDNN runs two
+  // narrow GEMMs slower than one wide one at small I, H with many rows.
+  bool split = !isGRU && GD == G && (std::min(I, H) >= 256 || N <= 1024);
+  if (const char* e = std::getenv("RNNLAB_DW_SPLIT")) split = !isGRU && GD == G && std::atoi(e) != 0;
+  Tensor Y, dwih, dwhh;
+  if (split) {
+    dwih = at::empty({GH, I}, x.options());
+    dwhh = at::empty({GH, H}, x.options());
+  } else {
+    Y = at::empty({GD * H, I + H}, x.options());
+  }
+  Tensor dgsum = at::zeros({GD * H}, x.options());  // summed in the loop
+  T* dgsp = bias ? dgsum.data_ptr<T>() : nullptr;
+  const int64_t xw = split ? H : I + H, xoff = split ? 0 : I;
+  Tensor xh = at::empty({std::max<int64_t>(Rbuf, 1), xw}, x.options());  // [x |] h_prev rows
   T* xhp = xh.data_ptr<T>();
 
   int64_t s_begin = 0;
@@ -447,8 +517,19 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
             Cell::bwd_row(dhr, dcp ? dcp + b * H : nullptr, gp + r * gw,
                           ep ? ep + r * ew : nullptr, hprev, cprev, cnew,
                           dGt + b * GD * H, H, j0, hp);
+            // bias gradient: own gate columns of this dgates row (still in L1)
+            if (dgsp) {
+              const T* dgr = dGt + b * GD * H;
+              for (int64_t g = 0; g < GD; ++g) {
+                const int64_t c0 = g * H + j0;
+                for_chunks<T>(hp, [&](int64_t u, int w) {
+                  Lanes<T> L{w};
+                  L.st(dgsp + c0 + u, L.ld(dgsp + c0 + u) + L.ld(dgr + c0 + u));
+                });
+              }
+            }
             // [x | h_prev] row for the weight-gradient GEMM (own units of h)
-            std::memcpy(xhp + (r - rowlo) * (I + H) + I + j0, hprev + j0,
+            std::memcpy(xhp + (r - rowlo) * xw + xoff + j0, hprev + j0,
                         sizeof(T) * hp);
           }
           if (probe) part[size_t(p) * st.T + t] = sq;
@@ -459,42 +540,43 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
       }
     });
 
-    // Big GEMMs of this chunk's rows (all threads, oneDNN for float32).
+    // Big GEMMs of this chunk's rows (all threads, oneDNN for float32),
+    // written in place: dx rows, dW accumulated (beta = 1 after the first).
     const int64_t rc = rowhi - rowlo;
+    const bool first = s_begin == 0;
     Tensor dGr = dGc.narrow(0, 0, rc);
     Tensor dGi = isGRU ? dGr.narrow(1, H, GH) : dGr;  // torch gate order
-    const bool whole = s_begin == 0 && s_end == st.T;  // single chunk: no copies
-    if (whole)
-      dx = lin(dGi, wihT, none);
-    else
-      dx.narrow(0, rowlo, rc).copy_(lin(dGi, wihT, none));
-    {
+    Tensor dxr = dx.narrow(0, rowlo, rc);
+    mm_into(dGi, w_ih, dxr, false);
+    if (split) {
+      mm_into(dGr.t(), x.narrow(0, rowlo, rc), dwih, !first);
+      mm_into(dGr.t(), xh.narrow(0, 0, rc), dwhh, !first);
+    } else {
       T* dst = xhp;
       for (int64_t r = rowlo; r < rowhi; ++r)
         std::memcpy(dst + (r - rowlo) * (I + H), xp + r * I, sizeof(T) * I);
-    }
-    Tensor dGT = dGr.t().contiguous();                     // (GD*H, rc)
-    Tensor xhT = xh.narrow(0, 0, rc).t().contiguous();     // (I+H, rc)
-    Tensor Y = lin(dGT, xhT, none);                        // (GD*H, I+H)
-    if (isGRU) {
-      dwih.add_(Y.narrow(0, H, GH).narrow(1, 0, I));
-      dwhh.narrow(0, 0, 2 * H).add_(Y.narrow(0, H, 2 * H).narrow(1, I, H));
-      dwhh.narrow(0, 2 * H, H).add_(Y.narrow(0, 0, H).narrow(1, I, H));
-    } else if (whole) {
-      dwih = Y.narrow(1, 0, I).contiguous();
-      dwhh = Y.narrow(1, I, H).contiguous();
-    } else {
-      dwih.add_(Y.narrow(1, 0, I));
-      dwhh.add_(Y.narrow(1, I, H));
-    }
-    if (bias) {
-      if (whole)
-        dgsum = dGr.sum(0);
-      else
-        dgsum.add_(dGr.sum(0));
+      mm_into(dGr.t(), xh.narrow(0, 0, rc), Y, !first);
     }
     s_begin = s_end;
   }
+
+  if (split) {
+    if (st.T == 0) {
+      dwih.zero_();
+      dwhh.zero_();
+    }
+  } else if (isGRU) {
+    if (st.T == 0) Y.zero_();
+    dwih = Y.narrow(0, H, GH).narrow(1, 0, I).contiguous();
+    dwhh = at::empty({GH, H}, x.options());
+    dwhh.narrow(0, 0, 2 * H).copy_(Y.narrow(0, H, 2 * H).narrow(1, I, H));
+    dwhh.narrow(0, 2 * H, H).copy_(Y.narrow(0, 0, H).narrow(1, I, H));
+  } else {
+    if (st.T == 0) Y.zero_();
+    dwih = Y.narrow(1, 0, I).contiguous();
+    dwhh = Y.narrow(1, I, H).contiguous();
+  }
+  if (st.T == 0) dx.zero_();
 
   Tensor norms = empty0(x);
   if (probe) {

@@ -1,7 +1,7 @@
 // LSTM step math (torch.nn.LSTM gate order i, f, g, o).
 //   c' = f*c + i*g,  h' = o*tanh(c')
-// Forward row: gates pre-activation = gi (input projection, both biases
-// folded) + gh (recurrent GEMM, this thread's scratch).  Activated gates are
+// Forward row: gates pre-activation = gi (input projection) + bg (b_ih + b_hh,
+// 4H) + gh (recurrent GEMM, this thread's scratch).  Activated gates are
 // written back into gi (the saved buffer).
 #pragma once
 #include "common.h"
@@ -20,7 +20,7 @@ struct LSTMCell {
   template <typename T>
   static inline void fwd_row(const T* gh, int64_t hp, T* gi, int64_t H,
                              int64_t j0, const T* /*hprev*/, T* c, T* hout,
-                             T* csave, T* /*hnsave*/, const T* /*bhn*/) {
+                             T* csave, T* /*hnsave*/, const T* bg) {
     using Tr = VT<T>;
     using V = typename Tr::V;
     T* gI = gi + j0;
@@ -30,12 +30,16 @@ struct LSTMCell {
     T* cc = c + j0;
     T* hh = hout + j0;
     T* cs = csave ? csave + j0 : nullptr;
+    const T* bI = bg + j0;
+    const T* bF = bg + H + j0;
+    const T* bG = bg + 2 * H + j0;
+    const T* bO = bg + 3 * H + j0;
     for_chunks<T>(hp, [&](int64_t u, int w) {
       Lanes<T> L{w};
-      V i = Tr::sigmoid(L.ld(gI + u) + L.ld(gh + u));
-      V f = Tr::sigmoid(L.ld(gF + u) + L.ld(gh + hp + u));
-      V g = Tr::tanh(L.ld(gG + u) + L.ld(gh + 2 * hp + u));
-      V o = Tr::sigmoid(L.ld(gO + u) + L.ld(gh + 3 * hp + u));
+      V i = Tr::sigmoid(L.ld(gI + u) + L.ld(bI + u) + L.ld(gh + u));
+      V f = Tr::sigmoid(L.ld(gF + u) + L.ld(bF + u) + L.ld(gh + hp + u));
+      V g = Tr::tanh(L.ld(gG + u) + L.ld(bG + u) + L.ld(gh + 2 * hp + u));
+      V o = Tr::sigmoid(L.ld(gO + u) + L.ld(bO + u) + L.ld(gh + 3 * hp + u));
       V cn = f * L.ld(cc + u) + i * g;
       V hn = o * Tr::tanh(cn);
       L.st(gI + u, i);

@@ -2,24 +2,27 @@
 //   C[m, n] (=, or +=) sum_k A[m, k] * B[k, n],   m < M (the batch rows, small)
 // with B pre-packed once per call into column blocks of NB columns, each block
 // a contiguous (K x NB) row-major panel (zero padded past the last column).
-// The packed block of one thread stays in its L2 across the time loop.
-// Register tile: MR rows x NB columns.  Vector width follows the ISA the
-// extension is compiled for (AVX-512: 16 lanes, else 8 lanes).
+// Register tile: MR rows x NB columns (AVX-512: 6 x 64, else 6 x 16); the
+// vector width follows the ISA the extension is compiled for (AVX-512: 16
+// lanes, else 8).  K is processed in chunks of KC (default 256) so the
+// KC x NB sub-panel of B is reused from L1/L2 by every row tile.
 //
 // Why not MKL here: on AMD CPUs MKL runs its AVX2 code path (~half the
 // AVX-512 throughput), and per-call overhead matters at small M.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <algorithm>
 
 namespace rnnlab {
 namespace rg {
 
 #if defined(__AVX512F__)
 constexpr int VW = 16;   // lanes
-constexpr int NP = 4;    // vectors per tile row   (tile 4 x 64: 16 zmm acc)
-constexpr int MRMAX = 4;
+constexpr int NP = 4;    // vectors per tile row   (tile 6 x 64: 24 zmm acc;
+constexpr int MRMAX = 6; // 5-8% faster than 4 x 64 on Zen 5, 8 x 64 spills)
 typedef float vfl __attribute__((vector_size(64)));
 #else
 constexpr int VW = 8;
@@ -42,20 +45,41 @@ static inline vfl vload(const float* p) {
 static inline void vstore(float* p, vfl v) { std::memcpy(p, &v, sizeof(vfl)); }
 static inline vfl vbc(float a) { return vfl{} + a; }
 
-// Pack B given by an element accessor src(k, n) (k < K, n < ncols).
-template <typename F>
-inline void pack(int64_t K, int64_t ncols, float* dst, F&& src) {
+// Fast packs.  pack_t: B[k][n] = row(n)[k] (B^T rows contiguous, e.g. the
+// forward's W_hh rows): transposed in 16-wide k tiles so reads and writes
+// both stay within a few cache lines.  pack_k: B[k][n] = krow(k)[n] (rows of
+// B contiguous, e.g. the backward's W_hh columns): one memcpy per k and block.
+template <typename R>
+inline void pack_t(int64_t K, int64_t ncols, float* dst, R&& row) {
   const int64_t nb = nblocks(ncols);
   for (int64_t jb = 0; jb < nb; ++jb) {
     float* blk = dst + jb * K * NB;
     const int64_t c0 = jb * NB;
-    const int64_t cw = std::min<int64_t>(NB, ncols - c0);
-    for (int64_t c = 0; c < NB; ++c) {
-      if (c < cw) {
-        for (int64_t k = 0; k < K; ++k) blk[k * NB + c] = src(k, c0 + c);
-      } else {
-        for (int64_t k = 0; k < K; ++k) blk[k * NB + c] = 0.f;
+    const int cw = (int)std::min<int64_t>(NB, ncols - c0);
+    const float* rp[NB];
+    for (int c = 0; c < cw; ++c) rp[c] = row(c0 + c);
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      const int64_t k1 = std::min<int64_t>(K, k0 + 16);
+      for (int c = 0; c < cw; ++c) {
+        const float* r = rp[c];
+        for (int64_t k = k0; k < k1; ++k) blk[k * NB + c] = r[k];
       }
+      if (cw < NB)
+        for (int64_t k = k0; k < k1; ++k)
+          std::memset(blk + k * NB + cw, 0, sizeof(float) * (NB - cw));
+    }
+  }
+}
+template <typename R>
+inline void pack_k(int64_t K, int64_t ncols, float* dst, R&& krow) {
+  const int64_t nb = nblocks(ncols);
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    float* blk = dst + jb * K * NB;
+    const int64_t c0 = jb * NB;
+    const int cw = (int)std::min<int64_t>(NB, ncols - c0);
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(blk + k * NB, krow(k) + c0, sizeof(float) * cw);
+      if (cw < NB) std::memset(blk + k * NB + cw, 0, sizeof(float) * (NB - cw));
     }
   }
 }
@@ -122,6 +146,32 @@ static inline void tile_m1(int64_t K, const float* __restrict A,
 }
 
 template <bool ACC>
+static inline void tile_any(int64_t mr, int64_t K, const float* A, int64_t lda,
+                            const float* Bb, float* C, int64_t ldc, int cw) {
+  if (mr == MRMAX)
+    tile<MRMAX, ACC>(K, A, lda, Bb, C, ldc, cw);
+  else if (mr == 5)
+    tile<(MRMAX > 5 ? 5 : 1), ACC>(K, A, lda, Bb, C, ldc, cw);
+  else if (mr == 4)
+    tile<(MRMAX > 4 ? 4 : 1), ACC>(K, A, lda, Bb, C, ldc, cw);
+  else if (mr == 3)
+    tile<3, ACC>(K, A, lda, Bb, C, ldc, cw);
+  else if (mr == 2)
+    tile<2, ACC>(K, A, lda, Bb, C, ldc, cw);
+  else
+    tile<1, ACC>(K, A, lda, Bb, C, ldc, cw);
+}
+
+inline int64_t kc_block() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("RNNLAB_RG_KC");
+    int64_t x = e ? std::atoll(e) : 256;
+    return x > 0 ? x : 256;
+  }();
+  return v;
+}
+
+template <bool ACC>
 inline void run_t(int64_t M, int64_t ncols, int64_t K, const float* A,
                   int64_t lda, const float* Bp, float* C, int64_t ldc) {
   const int64_t nb = nblocks(ncols);
@@ -135,34 +185,28 @@ inline void run_t(int64_t M, int64_t ncols, int64_t K, const float* A,
                    (int)std::min<int64_t>(NB, ncols - jb * NB));
     return;
   }
-  // Column blocks in chunks of ~192 KiB of packed B (kept in L2); inside a
-  // chunk, rows outer so that the MR x K slice of A stays in L1.
-  const int64_t chunk =
-      std::max<int64_t>(1, (192 * 1024) / (K * NB * (int64_t)sizeof(float)));
-  for (int64_t jc = 0; jc < nb; jc += chunk) {
-   const int64_t je = std::min(nb, jc + chunk);
-   for (int64_t m = 0; m < M; m += MRMAX) {
-    const float* Am = A + m * lda;
-    float* Cm = C + m * ldc;
-    const int64_t mr = std::min<int64_t>(MRMAX, M - m);
-    for (int64_t jb = jc; jb < je; ++jb) {
-      const float* Bb = Bp + jb * K * NB;
-      const int cw = (int)std::min<int64_t>(NB, ncols - jb * NB);
-      float* Cb = Cm + jb * NB;
-      if (mr == MRMAX)
-        tile<MRMAX, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
-      else if (mr == 5)
-        tile<(MRMAX > 5 ? 5 : 1), ACC>(K, Am, lda, Bb, Cb, ldc, cw);
-      else if (mr == 4)
-        tile<(MRMAX > 4 ? 4 : 1), ACC>(K, Am, lda, Bb, Cb, ldc, cw);
-      else if (mr == 3)
-        tile<3, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
-      else if (mr == 2)
-        tile<2, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
-      else
-        tile<1, ACC>(K, Am, lda, Bb, Cb, ldc, cw);
+  // Per column block (a K x NB panel, streamed from L2/L3 once), K in
+  // chunks of KC: the KC x NB sub-panel stays in L1 while every MR-row tile of
+  // A passes over it, accumulating into C (so a panel larger than L2, e.g.
+  // K = 4H in the backward, is not re-read from L3 for every row tile).
+  const int64_t KC = kc_block();
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    const float* Bb = Bp + jb * K * NB;
+    const int cw = (int)std::min<int64_t>(NB, ncols - jb * NB);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kl = std::min<int64_t>(KC, K - k0);
+      const bool acc = ACC || k0 > 0;
+      for (int64_t m = 0; m < M; m += MRMAX) {
+        const float* Am = A + m * lda + k0;
+        float* Cb = C + m * ldc + jb * NB;
+        const int64_t mr = std::min<int64_t>(MRMAX, M - m);
+        const float* Bk = Bb + k0 * NB;
+        if (acc)
+          tile_any<true>(mr, kl, Am, lda, Bk, Cb, ldc, cw);
+        else
+          tile_any<false>(mr, kl, Am, lda, Bk, Cb, ldc, cw);
+      }
     }
-   }
   }
 }
 

@@ -73,9 +73,10 @@ examples:
   rnnlab train lm --train input.txt --max-minutes 5 --samples 3
                                                    char-level LSTM on one file (last 10% = validation)
   rnnlab train lm --train ptb.train.txt --valid ptb.valid.txt --test ptb.test.txt --level word \\
-      --hidden 200 --layers 2 --bptt 35 --batch-size 20 --optimizer sgd --lr 1 --clip-norm 5 \\
+      --hidden 200 --layers 2 --bptt 20 --batch-size 20 --optimizer sgd --lr 20 --clip-norm 0.25 \\
       --lr-decay 0.5 --decay-start 4 --epochs 13 --out runs/ptb-small
-                                                   Zaremba et al.'s small PTB model
+                                                   Zaremba et al.'s small PTB model (their lr 1 and clip 5 on
+                                                   the loss summed over 20 steps = lr 20, clip 0.25 on our mean)
   rnnlab train lm --train input.txt --level bpe --bpe-vocab 2000 --cell gru --tie --dropout 0.2
   rnnlab train lm --resume runs/ptb-small          continue a stopped run (same epoch, batch and RNG)
   rnnlab train ngram --train input.txt --level word --order 4 --direct
@@ -83,9 +84,15 @@ examples:
 """
 
 
+# Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
+# add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
+OTHER_KINDS: tuple = ()
+
+
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train", parents=parents, help="train a language model (lm: recurrent; ngram: "
-                              "feed-forward n-gram)", description=__doc__.split("\n\n")[0].replace("``", "'"),
+    p = subparsers.add_parser("train", parents=parents, help="train a model (lm: recurrent LM; ngram: "
+                              "feed-forward n-gram LM; see 'rnnlab train --help' for the others)",
+                              description=__doc__.split("\n\n")[0].replace("``", "'"),
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=_no_model)
     sub = p.add_subparsers(dest="model_kind", metavar="MODEL", title="models", parser_class=type(p))
@@ -95,6 +102,8 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_options(q, kind)
         q.set_defaults(run=run, model_kind=kind)
+    for module in OTHER_KINDS:
+        module.add_train_parser(sub, parents)
     return p
 
 
@@ -200,7 +209,7 @@ def _demo_text() -> str:
 
 
 def _no_model(args) -> int:
-    raise UsageError("choose a model: 'rnnlab train lm ...' or 'rnnlab train ngram ...' (see 'rnnlab train --help')")
+    raise UsageError("choose a model, e.g. 'rnnlab train lm ...' (see 'rnnlab train --help' for all of them)")
 
 
 # -- resolving options ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import re
 import sys
 import traceback
 
-from . import demo, train
+from . import demo, predict, task, train
 from . import eval as eval_cmd
 from . import generate as generate_cmd
 from .options import UsageError
@@ -19,7 +19,7 @@ from .options import UsageError
 PROG = "rnnlab"
 
 # Each subcommand module provides add_parser(subparsers, parents) and run(args) -> int.
-SUBCOMMANDS = (demo, train, eval_cmd, generate_cmd)
+SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict)
 
 EPILOG = """\
 examples:
@@ -27,6 +27,12 @@ examples:
                                       gradient-through-time probe of the last batch
   rnnlab demo --steps 300 --hidden 32 a fixed number of steps instead of the time budget
   rnnlab demo --backend python        force the pure-PyTorch engine (same as RNNLAB_BACKEND=python)
+  rnnlab train lm --stdlib-demo       a char-level LSTM on Python's own source for a minute, then samples
+  rnnlab train tag --train en_ewt-ud-train.conllu --valid en_ewt-ud-dev.conllu
+                                      a BiLSTM part-of-speech tagger from CoNLL-U
+  rnnlab task parity                  a synthetic memory task (parity, adding, copy), trained and tested
+  rnnlab predict runs/tagger --file sentences.txt
+                                      tag new sentences with a trained tagger
   rnnlab --debug demo ...             show the full traceback when something fails
   rnnlab demo --help                  every option of a subcommand
 

@@ -1,6 +1,7 @@
 """``rnnlab train lm|ngram``: train a language model on a text file (or on the Python standard library's source with
 ``--stdlib-demo``), with a progress bar, per-epoch summaries, ``last/`` and ``best/`` checkpoints in ``--out`` and
-metrics in ``OUT/metrics.jsonl``. ``--resume DIR`` continues a stopped run exactly where it stopped.
+metrics in ``OUT/metrics.jsonl``. ``--resume DIR`` continues a stopped run exactly where it stopped. The other
+model kinds (``rnnlab train tag``) have modules of their own, listed in ``OTHER_KINDS``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.lm import LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
 from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from . import train_tag
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 # Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
@@ -86,7 +88,7 @@ examples:
 
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
 # add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
-OTHER_KINDS: tuple = ()
+OTHER_KINDS: tuple = (train_tag,)
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

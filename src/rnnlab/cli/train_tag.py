@@ -1,0 +1,363 @@
+"""``rnnlab train tag``: train a part-of-speech tagger (word embedding ⊕ character features → stacked bidirectional
+rnnlab LSTM → tags) on CoNLL-U files, with per-epoch summaries, ``last/`` and ``best/`` checkpoints in ``--out`` and
+metrics in ``OUT/metrics.jsonl``; at the end, accuracy and unknown-word accuracy on --valid and --test with the best
+weights. ``--resume DIR`` continues a stopped run exactly where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.conllu import COLUMNS, TaggingVocab, read_conllu_sentences
+from ..data.text import DataError
+from ..engine import backend_name
+from ..models.tagger import CELLS, build_tagger
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.metrics import MetricsLog
+from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger
+from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from .options import UsageError, float_range, int_range, positive_float, positive_int
+
+# Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
+DEFAULTS = {
+    "column": "upos",  # the 17 universal tags: comparable across treebanks
+    "min_count": 1,  # keep every training word: the char features already cover rare ones
+    "emb": 100,  # word embedding (Plank et al. 2016 used 64-128)
+    "char_emb": 32,  # ~100 distinct characters need few dimensions
+    "char_hidden": 64,  # per direction, 128 spelling features per word; 0 = no character features
+    "char_cell": "lstm",
+    "hidden": 128,  # per direction; POS tagging saturates early
+    "layers": 2,  # stacked BiLSTM (Dozat et al. 2017 used 2-3)
+    "cell": "lstm",
+    "dropout": 0.33,  # Dozat & Manning's rate; tagging data overfits quickly
+    "word_dropout": 0.0,  # off; 0.05-0.25 trains <unk> in the contexts unknown words appear in
+    "batch_size": 32,  # sentences per update (~500 words on EWT): frequent updates, full matrix kernels
+    "eval_batch_size": 128,  # evaluation has no backward: bigger batches, fewer steps
+    "epochs": 10,  # EWT-size data reaches its best validation accuracy within ~10 epochs
+    "optimizer": "adam",
+    "lr": 2e-3,  # Adam with a slightly raised rate, as Dozat & Manning's tagger
+    "weight_decay": None,
+    "clip_norm": 5.0,  # the usual cap for LSTM taggers; ordinary steps stay below it
+    "patience": None,
+    "seed": 0,
+    "log_every": 100,
+    "max_steps": None,
+    "max_minutes": None,
+    "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
+    "threads": None,
+}
+# Flags a resumed run may change: they bound or display the run, they do not change what it computes.
+RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
+             "test"}
+_FLAGS = ("train", "valid", "test", "column", "min_count", "emb", "char_emb", "char_hidden", "char_cell", "hidden",
+          "layers", "cell", "dropout", "word_dropout", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr",
+          "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device", "threads", "out",
+          "resume", "log_every", "quiet")
+
+EPILOG = """\
+examples:
+  rnnlab train tag --train en_ewt-ud-train.conllu --valid en_ewt-ud-dev.conllu --test en_ewt-ud-test.conllu \\
+      --patience 3 --out runs/ewt-upos
+                                                   UPOS tagger on UD English-EWT; stops after 3 epochs
+                                                   without a better validation loss
+  rnnlab train tag --train train.conllu --valid dev.conllu --column xpos --word-dropout 0.1
+                                                   treebank-specific tags (e.g. Penn tags), word dropout
+  rnnlab train tag --train train.conllu --valid dev.conllu --char-hidden 0
+                                                   word embeddings only (no character features)
+  rnnlab train tag --resume runs/ewt-upos          continue a stopped run (same epoch, batch and RNG)
+  rnnlab predict runs/ewt-upos --file new.txt --format slash
+                                                   tag new text with the trained model
+"""
+
+
+def add_train_parser(sub, parents) -> argparse.ArgumentParser:
+    helptext = "part-of-speech tagger from CoNLL-U: word ⊕ char features → BiLSTM → tags"
+    p = sub.add_parser("tag", parents=parents, help=helptext, description=__doc__.split("\n\n")[0].replace("``", "'"),
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_options(p)
+    p.set_defaults(run=run, model_kind="tag")
+    return p
+
+
+def _d(name: str) -> str:
+    v = DEFAULTS[name]
+    return f" (default: {'none' if v is None else v})"
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", metavar="FILE", help="training sentences (CoNLL-U)")
+    g.add_argument("--valid", metavar="FILE", help="validation sentences (CoNLL-U): the best/ checkpoint, "
+                   "--patience and the final accuracy use them")
+    g.add_argument("--test", metavar="FILE", help="test sentences (CoNLL-U), tagged once with the best weights at "
+                   "the end")
+    g.add_argument("--column", choices=tuple(COLUMNS), help="the tag column: universal (upos) or treebank-specific "
+                   "(xpos) tags" + _d("column"))
+    g.add_argument("--min-count", type=positive_int, metavar="N", help="training words seen fewer than N times "
+                   "become <unk> (their char features stay)" + _d("min_count"))
+    g.add_argument("--batch-size", type=int_range(1, 100_000), metavar="B", help="sentences per update"
+                   + _d("batch_size"))
+    g.add_argument("--eval-batch-size", type=int_range(1, 100_000), metavar="B", help="sentences per batch when "
+                   "evaluating" + _d("eval_batch_size"))
+
+    g = p.add_argument_group("model")
+    g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="word embedding size" + _d("emb"))
+    g.add_argument("--char-emb", type=int_range(1, 65536), metavar="E", help="character embedding size"
+                   + _d("char_emb"))
+    g.add_argument("--char-hidden", type=int_range(0, 65536), metavar="H", help="units per direction of the "
+                   "character BiRNN; 0 = no character features" + _d("char_hidden"))
+    g.add_argument("--char-cell", choices=CELLS, help="character BiRNN cell" + _d("char_cell"))
+    g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="units per direction of the sentence "
+                   "BiRNN" + _d("hidden"))
+    g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked bidirectional layers"
+                   + _d("layers"))
+    g.add_argument("--cell", choices=CELLS, help="sentence BiRNN cell" + _d("cell"))
+    g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
+                   help="dropout on the word features, between layers and before the output" + _d("dropout"))
+    g.add_argument("--word-dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
+                   help="replace a training word by <unk> with probability P (helps unknown words)"
+                   + _d("word_dropout"))
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
+                   + _d("epochs"))
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
+    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
+    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
+                   help="weight decay (default: the optimizer's own)")
+    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
+                   "exceeds C" + _d("clip_norm"))
+    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
+                   "validation loss (needs --valid)")
+    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
+                   "exactly" + _d("seed"))
+    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
+    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
+    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
+                   "runs/tag-<column>-<time>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
+    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
+                   + _d("log_every"))
+    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
+                   "summary line per epoch remains)")
+
+
+# -- resolving options ---------------------------------------------------------------------------------------------
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _given(args) -> dict:
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None
+             and getattr(args, k) is not False}
+    for k in ("train", "valid", "test"):
+        if k in given:
+            given[k] = str(Path(given[k]).resolve())
+    return given
+
+
+def _resolve(given: dict) -> dict:
+    o = {**DEFAULTS, "train": None, "valid": None, "test": None, "quiet": False, "out": None, **given}
+    o["kind"] = "tag"
+    if not o["train"]:
+        raise UsageError("--train FILE is required (or --resume DIR); e.g. 'rnnlab train tag --train "
+                         "train.conllu --valid dev.conllu'")
+    if o["patience"] and not o["valid"]:
+        raise UsageError(f"--patience {o['patience']} watches the validation loss; give --valid FILE or drop it")
+    return o
+
+
+def _resume(given: dict):
+    try:
+        checkpoint = load_checkpoint(given["resume"], prefer="last")
+    except CheckpointError as exc:
+        raise UsageError(f"--resume {exc}") from None
+    stored = checkpoint.meta.get("run")
+    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
+        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
+    if stored.get("kind") != "tag":
+        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
+                         f"{stored.get('kind')} --resume ...'")
+    for k, v in given.items():
+        if k not in RESUMABLE and stored.get(k) != v:
+            raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop it — "
+                             "a resumed run continues with its own options")
+    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
+         **{k: v for k, v in given.items() if k in RESUMABLE}}
+    o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
+                                       else checkpoint.path)
+    return o, checkpoint
+
+
+def _train_options(o: dict) -> TrainOptions:
+    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], weight_decay=o["weight_decay"],
+                        clip_norm=o["clip_norm"], patience=o["patience"], seed=o["seed"], log_every=o["log_every"],
+                        max_steps=o["max_steps"], max_minutes=o["max_minutes"], quiet=o["quiet"])
+
+
+def _model_config(o: dict, vocab: TaggingVocab) -> dict:
+    return {"kind": "bi_rnn_tagger", "num_words": len(vocab.words), "num_chars": len(vocab.chars),
+            "num_tags": len(vocab.tags), "emb": o["emb"], "char_emb": o["char_emb"], "char_hidden": o["char_hidden"],
+            "char_cell": o["char_cell"], "hidden": o["hidden"], "layers": o["layers"], "cell": o["cell"],
+            "dropout": o["dropout"], "word_dropout": o["word_dropout"], "pad_id": vocab.words.pad_id,
+            "unk_id": vocab.words.unk_id}
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _read(o: dict, sources: dict | None):
+    """{split: sentences or None} and the sources record; with ``sources`` (a resumed run) check that train and
+    valid did not change."""
+    data, record = {}, {}
+    for split in ("train", "valid", "test"):
+        path = o[split]
+        if path is None:
+            data[split] = None
+            continue
+        try:
+            data[split] = read_conllu_sentences(path, o["column"])
+        except DataError as exc:
+            raise UsageError(f"{_flag(split)} {exc}") from None
+        record[split] = {"name": path, "sha256": _sha256(path), "sentences": len(data[split]),
+                         "words": sum(len(s.words) for s in data[split])}
+        want = ((sources or {}).get(split) or {}).get("sha256")
+        if split != "test" and want is not None and want != record[split]["sha256"]:
+            raise UsageError(f"{path}: the {split} file changed since the checkpoint was written; resuming needs "
+                             "the same data")
+    return data, record
+
+
+def _out_dir(o: dict) -> Path:
+    if o["out"]:
+        return Path(o["out"])
+    return Path("runs") / f"tag-{o['column']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _summary(m: dict) -> str:
+    return (f"accuracy {_pct(m['accuracy'])}  unknown words {_pct(m['unknown_accuracy'])} "
+            f"({m['unknown_tokens']:,} of {m['tokens']:,} words)  macro F1 {100 * m['macro_f1']:.2f}  "
+            f"loss {m['loss']:.4f}")
+
+
+def _per_tag_table(m: dict) -> str:
+    rows = ["  tag        precision  recall     F1  support"]
+    for tag, r in sorted(m["per_tag"].items(), key=lambda kv: -kv[1]["support"]):
+        rows.append(f"  {tag:<10} {100 * r['precision']:>9.2f} {100 * r['recall']:>7.2f} {100 * r['f1']:>6.2f} "
+                    f"{r['support']:>8,}")
+    return "\n".join(rows)
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    given = _given(args)
+    checkpoint = None
+    if "resume" in given:
+        o, checkpoint = _resume(given)
+    else:
+        o = _resolve(given)
+    out = _out_dir(o)
+    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
+        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    try:
+        device = torch.device(o["device"])
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
+                         "use --device cpu") from None
+
+    data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
+    try:
+        vocab = (TaggingVocab.from_json(checkpoint.meta["vocab"]) if checkpoint else
+                 TaggingVocab.build(data["train"], o["column"], o["min_count"]))
+    except ValueError as exc:
+        raise UsageError(f"--train {o['train']}: {exc}") from None
+    pad = vocab.words.pad_id
+    train = SentenceBatches(encode(data["train"], vocab), o["batch_size"], shuffle=True, seed=o["seed"], pad_id=pad,
+                            name=o["train"])
+    valid, test = (SentenceBatches(encode(data[s], vocab), o["eval_batch_size"], pad_id=pad, name=o[s])
+                   if data[s] is not None else None for s in ("valid", "test"))
+
+    torch.manual_seed(o["seed"])  # the initial weights
+    try:
+        model = build_tagger(checkpoint.meta["model"] if checkpoint else _model_config(o, vocab))
+        options = _train_options(o)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model.to(device)
+    task = TaggingTask(model, device)
+    meta = {"task": "tagging", "vocab": vocab.to_json(), "run": o, "sources": sources}
+    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+
+    s = sources["train"]
+    print(f"data: {o['train']}: {s['sentences']:,} sentences, {s['words']:,} words"
+          + "".join(f"; {split} {sources[split]['sentences']:,} sentences" for split in ("valid", "test")
+                    if split in sources)
+          + f"; {len(vocab.words):,} words, {len(vocab.chars):,} characters, {len(vocab.tags)} "
+          f"{o['column'].upper()} tags", flush=True)
+    try:
+        engine = backend_name(device)  # builds the C++ engine now (first use only), outside --max-minutes
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    c = model.config
+    chars = (f"char Bi{c['char_cell'].upper()}({c['char_hidden']}) ⊕ " if c["char_hidden"] else "")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: emb {c['emb']} ⊕ {chars}{c['layers']} x rnnlab Bi{c['cell'].upper()}({c['hidden']}) tagger, "
+          f"dropout {c['dropout']:g}" + (f", word dropout {c['word_dropout']:g}" if c["word_dropout"] else "")
+          + f"; {n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
+    budget = f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""
+    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
+               f"{trainer.progress['batch']}") if checkpoint else ""
+    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}; writing "
+          f"{out}{resumed}", flush=True)
+
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
+        signal.signal(signal.SIGINT, previous)
+        trainer.request_stop()
+
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = trainer.fit()
+    except TrainingError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+    if summary["stopped"] not in ("done", "patience"):
+        return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
+    best_dir = out / "best" if (out / "best").exists() else out / "last"
+    load_checkpoint(best_dir).load_model(model)
+    log = MetricsLog(out / "metrics.jsonl")
+    for split, batches in (("valid", valid), ("test", test)):
+        if batches is None:
+            continue
+        m = evaluate_tagger(model, batches, vocab, device)
+        print(f"{split} ({best_dir.name} weights): {_summary(m)}")
+        if split == "test" and not o["quiet"]:
+            print(_per_tag_table(m))
+        log.write({"kind": split, "step": summary["steps"], "weights": best_dir.name, **m})
+    return 0

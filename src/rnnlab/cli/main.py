@@ -30,9 +30,13 @@ examples:
   rnnlab train lm --stdlib-demo       a char-level LSTM on Python's own source for a minute, then samples
   rnnlab train tag --train en_ewt-ud-train.conllu --valid en_ewt-ud-dev.conllu
                                       a BiLSTM part-of-speech tagger from CoNLL-U
-  rnnlab task parity                  a synthetic memory task (parity, adding, copy), trained and tested
+  rnnlab train classify --train stsa.binary.train --valid stsa.binary.dev --bidirectional
+                                      a sentence classifier from a labelled text file (TSV, CSV, "label text")
+  rnnlab train regress --train series.csv --target value --window 30
+                                      next-value forecasting on a numeric CSV, against the last-value baseline
+  rnnlab task parity                  a synthetic memory task (parity, adding, copy, mnist), trained and tested
   rnnlab predict runs/tagger --file sentences.txt
-                                      tag new sentences with a trained tagger
+                                      tag (or classify) new sentences with a trained tagger (or classifier)
   rnnlab --debug demo ...             show the full traceback when something fails
   rnnlab demo --help                  every option of a subcommand
 

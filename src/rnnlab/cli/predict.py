@@ -1,6 +1,8 @@
-"""``rnnlab predict RUN_DIR --file FILE``: tag new sentences with a tagger trained by 'rnnlab train tag'. The input
-is CoNLL-U (its lines are written back with the predicted tags in the trained column) or plain text (one sentence
-per line, tokens separated by whitespace)."""
+"""``rnnlab predict RUN_DIR --file FILE``: tag new sentences with a tagger trained by 'rnnlab train tag', or classify
+texts with a classifier trained by 'rnnlab train classify' (the checkpoint's model kind decides). Tagger input is
+CoNLL-U (its lines are written back with the predicted tags in the trained column) or plain text (one sentence per
+line, tokens separated by whitespace); classifier input is one text per line, or a file in the training file's
+format (then the accuracy against its labels goes to stderr), and the output is 'label<TAB>text' per line."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +12,11 @@ from pathlib import Path
 import torch
 
 from ..data.conllu import format_conllu, format_slash, read_conllu_sentences, read_plain
+from ..data.labeled import TextVocab, collate_labeled, encode_labeled, parse_labeled, parse_lines, read_file_text
 from ..data.text import DataError
-from ..train.checkpoint import CheckpointError
-from ..train.tagging import load_tagger, tag_sentences
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.supervised import load_sequence_model
+from ..train.tagging import SentenceBatches, load_tagger, tag_sentences
 from .options import UsageError, int_range
 
 CONLLU_SUFFIXES = (".conllu", ".conll")
@@ -26,23 +30,34 @@ examples:
                                          one tokenised sentence per line in, word/TAG per line out (stdout)
   rnnlab predict runs/ewt-upos/last --file in.conllu --format slash
                                          a particular checkpoint; word/TAG output from CoNLL-U input
+  rnnlab predict runs/sst2 --file reviews.txt --output labelled.tsv
+                                         a classifier ('rnnlab train classify'): one text per line in,
+                                         'label<TAB>text' per line out
+  rnnlab predict runs/sst2 --file stsa.binary.test
+                                         a file in the training format: also prints the accuracy against
+                                         its labels (stderr)
 """
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", parents=parents, help="tag sentences (CoNLL-U or plain text) with a "
-                              "trained tagger", description=__doc__.split("\n\n")[0].replace("``", "'"),
+                              "trained tagger, or classify texts with a trained classifier",
+                              description=__doc__.split("\n\n")[0].replace("``", "'"),
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="RUN_DIR", help="a run directory of 'rnnlab train tag' (its best/ is used, "
-                   "else last/) or a checkpoint directory")
-    p.add_argument("--file", required=True, metavar="FILE", help="sentences to tag: CoNLL-U (*.conllu, *.conll) or "
-                   "plain text, one sentence per line, whitespace-separated tokens")
-    p.add_argument("--input-format", choices=("auto", "conllu", "text"), default="auto",
-                   help="how to read --file; auto: CoNLL-U for *.conllu / *.conll, else text (default: %(default)s)")
+    p.add_argument("checkpoint", metavar="RUN_DIR", help="a run directory of 'rnnlab train tag' or 'rnnlab train "
+                   "classify' (its best/ is used, else last/) or a checkpoint directory")
+    p.add_argument("--file", required=True, metavar="FILE", help="a tagger's input: CoNLL-U (*.conllu, *.conll) or "
+                   "plain text, one sentence per line, whitespace-separated tokens; a classifier's: one text per "
+                   "line, or labelled lines in the training file's format")
+    p.add_argument("--input-format", choices=("auto", "conllu", "text", "labeled"), default="auto",
+                   help="how to read --file; text: one sentence / text per line; labeled (classifiers): the "
+                   "training file's format; auto: CoNLL-U for *.conllu / *.conll with a tagger, with a classifier "
+                   "labeled when every line parses so with a known label, else text (default: %(default)s)")
     p.add_argument("--format", choices=("conllu", "slash"), default=None,
-                   help="output: CoNLL-U with the predicted tags, or word/TAG per sentence line (default: the "
-                   "input's kind: conllu for CoNLL-U input, slash for text)")
-    p.add_argument("--output", metavar="FILE", help="write the tagged text here (default: stdout)")
+                   help="tagger output: CoNLL-U with the predicted tags, or word/TAG per sentence line (default: "
+                   "the input's kind: conllu for CoNLL-U input, slash for text); a classifier always writes "
+                   "'label<TAB>text' lines")
+    p.add_argument("--output", metavar="FILE", help="write the tagged / labelled text here (default: stdout)")
     p.add_argument("--batch-size", type=int_range(1, 100_000), default=64, metavar="B",
                    help="sentences per batch; changes speed, not the tags (default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default: %(default)s)")
@@ -51,6 +66,15 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_checkpoint(args.checkpoint, prefer="best").meta.get("model")
+    except CheckpointError as exc:
+        raise UsageError(f"RUN_DIR {exc}") from None
+    if isinstance(config, dict) and config.get("kind") == "sequence_classifier":
+        return _classify(args)
+    if args.input_format == "labeled":
+        raise UsageError("--input-format labeled reads a classifier's labelled lines; RUN_DIR holds a tagger: use "
+                         "--input-format conllu or text")
     try:
         model, vocab, ckpt = load_tagger(args.checkpoint, prefer="best", device=torch.device(args.device))
     except CheckpointError as exc:
@@ -91,5 +115,84 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(g, p) for s, t in zip(sentences, tags) for g, p in zip(s.tags, t)]
         acc = sum(g == p for g, p in pairs) / len(pairs)
         line += f"; accuracy against the file's {vocab.column.upper()} column {100 * acc:.2f}%"
+    print(line, file=sys.stderr)
+    return 0
+
+
+# -- classifiers ---------------------------------------------------------------------------------------------------
+def _write(args, text: str) -> None:
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: cannot write ({exc.strerror})") from None
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _read_classifier_input(args, vocab: TextVocab, spec: dict | None):
+    """The examples of --file: labelled (the training file's format) or one text per line."""
+    text = read_file_text(args.file, "text file")
+    if args.input_format == "text":
+        return parse_lines(text, args.file)
+    opts = {"format": "auto", "label_column": None, "text_column": None, "header": None}
+    if spec:
+        opts.update({k: spec[k] for k in ("format", "label_column", "text_column") if k in spec})
+    try:
+        data = parse_labeled(text, args.file, **opts, require_labels=False)
+    except DataError:
+        if args.input_format == "labeled":
+            raise
+        return parse_lines(text, args.file)
+    known = set(vocab.labels)
+    if args.input_format == "auto" and not all(label in known for label in data.labels):
+        return parse_lines(text, args.file)  # the 'labels' are no labels of the model: plain text
+    return data
+
+
+def _classify(args) -> int:
+    """``rnnlab predict`` for a checkpoint of 'rnnlab train classify': 'label<TAB>text' per input line."""
+    if args.format is not None:
+        raise UsageError(f"--format {args.format} is a tagger's output; a classifier writes 'label<TAB>text' lines. "
+                         "Drop --format")
+    if args.input_format == "conllu":
+        raise UsageError("--input-format conllu is a tagger's input; RUN_DIR holds a text classifier: give one text "
+                         "per line (--input-format text) or the training file's format (--input-format labeled)")
+    device = torch.device(args.device)
+    try:
+        model, ckpt = load_sequence_model(args.checkpoint, prefer="best", device=device)
+        vocab = TextVocab.from_json(ckpt.meta["vocab"])
+    except CheckpointError as exc:
+        raise UsageError(f"RUN_DIR {exc}") from None
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"RUN_DIR {ckpt.path}: holds a sequence classifier without a text vocabulary; predict "
+                         "reads text for classifiers trained by 'rnnlab train classify'") from None
+    if args.output and Path(args.output).resolve() == Path(args.file).resolve():
+        raise UsageError(f"--output {args.output} is the input file; write the labels to another file")
+    try:
+        data = _read_classifier_input(args, vocab, ckpt.meta.get("input_format"))
+        encoded = encode_labeled(data, vocab)
+    except DataError as exc:
+        raise UsageError(f"--file {exc}") from None
+
+    batches = SentenceBatches(encoded, args.batch_size, pad_id=vocab.pad_id, name=args.file,
+                              collate_fn=collate_labeled)
+    pred = [0] * len(encoded)
+    with torch.no_grad():
+        for index, (x, lengths, _) in zip(batches.order(0), batches.batches(0)):
+            for i, k in zip(index, model(x.to(device), lengths).argmax(1).tolist()):
+                pred[i] = k
+    labels = [vocab.labels[k] for k in pred]
+    _write(args, "".join(f"{label}\t{e.text}\n" for label, e in zip(labels, data.examples)))
+
+    words = [w for e in encoded for w in e.words]
+    unknown = sum(w == vocab.words.unk_id for w in words)
+    line = (f"classified {len(encoded):,} texts, {len(words):,} words ({unknown:,} unknown to the model) with "
+            f"{ckpt.path}" + (f" into {args.output}" if args.output else ""))
+    gold = data.labels
+    if all(g is not None for g in gold):
+        acc = sum(g == p for g, p in zip(gold, labels)) / len(gold)
+        line += f"; accuracy against the file's labels {100 * acc:.2f}%"
     print(line, file=sys.stderr)
     return 0

@@ -21,6 +21,8 @@ from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.lm import LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
 from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from . import train_classify
+from . import train_regress
 from . import train_tag
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
@@ -88,7 +90,7 @@ examples:
 
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
 # add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
-OTHER_KINDS: tuple = (train_tag,)
+OTHER_KINDS: tuple = (train_tag, train_regress, train_classify)
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

@@ -1,6 +1,12 @@
 """Reading data files into tensors: the only package that opens the user's files; and the synthetic tasks."""
-from .conllu import read_conllu as read_conllu
 from .conllu import TaggingVocab as TaggingVocab
+from .conllu import read_conllu as read_conllu
+from .labeled import TextVocab as TextVocab
+from .labeled import read_labeled as read_labeled
+from .mnist import SequentialMNIST as SequentialMNIST
+from .mnist import mnist_splits as mnist_splits
+from .series import SeriesDataset as SeriesDataset
+from .series import read_series as read_series
 from .synthetic import Adding as Adding
 from .synthetic import Copy as Copy
 from .synthetic import Parity as Parity
@@ -15,5 +21,6 @@ from .text import load_corpus as load_corpus
 from .text import read_text as read_text
 from .text import stdlib_corpus as stdlib_corpus
 
-__all__ = ["Adding", "Copy", "Corpus", "DataError", "LMStream", "Parity", "SeqBatch", "TaggingVocab", "Vocab",
-           "batchify", "build_corpus", "load_corpus", "read_conllu", "read_text", "stdlib_corpus"]
+__all__ = ["Adding", "Copy", "Corpus", "DataError", "LMStream", "Parity", "SeqBatch", "SequentialMNIST", "SeriesDataset",
+           "TaggingVocab", "TextVocab", "Vocab", "batchify", "build_corpus", "load_corpus", "mnist_splits",
+           "read_conllu", "read_labeled", "read_series", "read_text", "stdlib_corpus"]

@@ -6,7 +6,8 @@ per step). No training code here (that is ``rnnlab.train.supervised``).
                          steps → dropout → linear head. task="classify": logits (no softmax; cross-entropy takes
                          them); task="regress": the predicted values themselves (MSE).
     SequenceTagger       x, lengths → (B, T, n_outputs): the same encoder, a linear head at every step
-                         (zeros at padded steps)
+                         (zeros at padded steps); task="classify": logits per step, task="regress": values per
+                         step (e.g. the next value of a numeric series at every step)
 
     model.config         a JSON-able dict; build(config) rebuilds the model (checkpoints store it)
 
@@ -204,22 +205,27 @@ class SequenceClassifier(_Encoder):
 
 
 class SequenceTagger(_Encoder):
-    """Many-to-many: ``model(x, lengths) -> (B, T, n_outputs)`` logits at every step (zeros at padded steps), from
-    the same input stage and recurrent stack as ``SequenceClassifier`` (all its options but pooling and task)."""
+    """Many-to-many: ``model(x, lengths) -> (B, T, n_outputs)`` at every step (zeros at padded steps), from the same
+    input stage and recurrent stack as ``SequenceClassifier`` (all its options but pooling): logits for
+    ``task="classify"`` (``n_outputs`` classes), values for ``task="regress"`` (``n_outputs`` numbers per step, no
+    activation; MSE)."""
 
     def __init__(self, n_outputs: int, *, vocab_size: int | None = None, input_size: int | None = None,
                  one_hot: bool = False, emb: int | None = None, cell: str = "lstm", hidden: int = 128,
-                 layers: int = 1, bidirectional: bool = False, dropout: float = 0.0, init: str = "default") -> None:
+                 layers: int = 1, bidirectional: bool = False, dropout: float = 0.0, init: str = "default",
+                 task: str = "classify") -> None:
         # The defaults and their reasons are SequenceClassifier's.
         super().__init__(vocab_size=vocab_size, input_size=input_size, one_hot=one_hot, emb=emb, cell=cell,
                          hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init)
-        self.n_outputs = _check_int("n_outputs", n_outputs, 2, "The per-step head classifies; give at least two "
-                                    "classes")
+        self.task = _check_choice("task", task, TASKS)
+        self.n_outputs = _check_int("n_outputs", n_outputs, 2 if task == "classify" else 1,
+                                    "The per-step head classifies; give at least two classes" if task == "classify"
+                                    else "")
         self.head = nn.Linear(self.features, self.n_outputs)
 
     @property
     def config(self) -> dict:
-        return {"kind": "sequence_tagger", "n_outputs": self.n_outputs, **self._encoder_config()}
+        return {"kind": "sequence_tagger", "n_outputs": self.n_outputs, **self._encoder_config(), "task": self.task}
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         out, mask, _ = self.encode(x, lengths)  # (B, T, D*H), (B, T)
@@ -228,13 +234,15 @@ class SequenceTagger(_Encoder):
 
     @torch.no_grad()
     def predict(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Class ids (B, T) at every step (meaningless at padded steps); in eval mode."""
+        """Class ids (B, T) at every step for ``classify``, values (B, T, n_outputs) for ``regress`` (meaningless
+        at padded steps); in eval mode."""
         was = self.training
         self.eval()
         try:
-            return self(x, lengths).argmax(-1)  # (B, T)
+            out = self(x, lengths)  # (B, T, n_outputs)
         finally:
             self.train(was)
+        return out.argmax(-1) if self.task == "classify" else out  # (B, T) or (B, T, n_outputs)
 
 
 _KINDS = {"sequence_classifier": SequenceClassifier, "sequence_tagger": SequenceTagger}

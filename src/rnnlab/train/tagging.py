@@ -88,16 +88,21 @@ class SentenceBatches:
     """Batches of ``batch_size`` sentences, bucketed by length. With ``shuffle``, each epoch has its own order,
     the same for the same (seed, epoch) — so ``batches(epoch, start)`` resumes exactly; without it the order is
     fixed (evaluation). The trainer's data protocol: ``batches(epoch, start)``, ``num_batches(epoch)``,
-    ``batch_size``."""
+    ``batch_size``.
+
+    Any items with a ``words`` list (their length) can be batched: ``collate_fn(items, index, pad_id)`` makes one
+    batch of them (default: the tagger's ``TagBatch``; ``rnnlab.data.labeled.collate_labeled`` makes the
+    ``(x, lengths, y)`` of a text classifier)."""
 
     def __init__(self, sentences: list[Encoded], batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 pad_id: int = 0, name: str = "data") -> None:
+                 pad_id: int = 0, name: str = "data", collate_fn=None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1 (sentences per batch); got {batch_size!r}")
         if not sentences:
             raise ValueError(f"{name}: no sentences to batch")
         self.sentences, self.batch_size, self.shuffle = list(sentences), batch_size, shuffle
         self.seed, self.pad_id, self.name = seed, pad_id, name
+        self.collate_fn = collate_fn if collate_fn is not None else collate
         self.n_tokens = sum(len(s.words) for s in self.sentences)
 
     def __len__(self) -> int:
@@ -125,7 +130,7 @@ class SentenceBatches:
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[TagBatch]:
         for index in self.order(epoch)[start:]:
-            yield collate([self.sentences[i] for i in index], index, self.pad_id)
+            yield self.collate_fn([self.sentences[i] for i in index], index, self.pad_id)
 
     def __iter__(self):
         return self.batches(0)

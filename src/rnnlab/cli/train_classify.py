@@ -1,0 +1,425 @@
+"""``rnnlab train classify``: train a text classifier (word embedding → stacked, optionally bidirectional rnnlab
+RNN/LSTM/GRU → last / mean / max over the words → classes) on labelled text files — ``label<TAB>text``,
+``text<TAB>label``, ``label text`` or CSV — with per-epoch summaries, ``last/`` and ``best/`` checkpoints in
+``--out`` and metrics in ``OUT/metrics.jsonl``; at the end, accuracy, per-class precision / recall / F1 and the
+confusion matrix on --valid and --test with the best weights. ``--resume DIR`` continues a stopped run exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.labeled import FORMATS, TextVocab, collate_labeled, detect_format, encode_labeled, parse_labeled, \
+    read_file_text
+from ..data.text import DataError
+from ..engine import backend_name
+from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, build
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.metrics import MetricsLog
+from ..train.supervised import ClassificationTask, evaluate_classification
+from ..train.tagging import SentenceBatches
+from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from .options import UsageError, float_range, int_range, positive_float, positive_int
+
+# Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
+DEFAULTS = {
+    "format": "auto",  # csv for *.csv, tsv when the first line has a tab, else 'label text'
+    "label_column": None,  # detected: the column of few repeated values without spaces
+    "text_column": None,  # detected: the other column
+    "header": "auto",  # detected from the first line (names such as 'label', 'sentence'; or a word over numbers)
+    "lowercase": False,  # keep the text as given (the SST copies are lowercased already)
+    "min_count": 2,  # words seen once become <unk>, so <unk> is trained on rare words: what unseen words look like
+    "batch_size": 32,  # sentences per update: many updates per epoch on a few thousand sentences
+    "eval_batch_size": 256,  # evaluation has no backward: bigger batches, fewer steps
+    "emb": 128,  # word embedding, trained from scratch (no pretrained vectors)
+    "cell": "lstm",
+    "hidden": 128,  # per direction; sentence classification saturates early
+    "layers": 1,  # one layer: a few thousand sentences do not feed a deeper stack
+    "bidirectional": True,  # every word's feature sees both sides of it
+    "pooling": "max",  # max over the words of a BiLSTM: Conneau et al. 2017's best sentence encoder
+    "dropout": 0.5,  # Kim 2014's rate: small labelled sets overfit within a few epochs
+    "init": "default",
+    "epochs": 10,  # SST-2 size data reaches its best validation loss within a few epochs
+    "optimizer": "adam",
+    "lr": 1e-3,  # Adam's default rate
+    "weight_decay": None,
+    "clip_norm": 5.0,  # the usual cap for LSTM text models; ordinary steps stay below it
+    "patience": None,
+    "seed": 0,
+    "log_every": 100,
+    "max_steps": None,
+    "max_minutes": None,
+    "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
+    "threads": None,
+}
+# Flags a resumed run may change: they bound or display the run, they do not change what it computes.
+RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
+             "test"}
+_FLAGS = ("train", "valid", "test", "format", "label_column", "text_column", "header", "lowercase", "min_count",
+          "batch_size", "eval_batch_size", "emb", "cell", "hidden", "layers", "bidirectional", "pooling", "dropout",
+          "init", "epochs", "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes",
+          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet")
+SST2 = "/work/shared/data/sst2/harvardnlp_stsa_binary"
+
+EPILOG = f"""\
+examples:
+  rnnlab train classify --train {SST2}/stsa.binary.train \\
+      --valid {SST2}/stsa.binary.dev --test {SST2}/stsa.binary.test \\
+      --patience 3 --out runs/sst2
+                                                   SST-2 sentiment ('label text' lines): BiLSTM, max pooling;
+                                                   stops after 3 epochs without a better validation loss
+  rnnlab train classify --train sentiment-train --valid sentiment-dev --test sentiment-test
+                                                   SentEval's SST-2 copy ('text<TAB>label' lines, detected)
+  rnnlab train classify --train reviews.csv --text-column review --label-column sentiment --lowercase
+                                                   a CSV file with a header, columns by name
+  rnnlab train classify --train data.tsv --label-column 0 --header no --cell gru --pooling last
+                                                   label in the first tab-separated column, no header line
+  rnnlab train classify --resume runs/sst2         continue a stopped run (same epoch, batch and RNG)
+  rnnlab predict runs/sst2 --file sentences.txt    classify new text, one per line: 'label<TAB>text' out
+"""
+
+
+def add_train_parser(sub, parents) -> argparse.ArgumentParser:
+    helptext = "text classifier from labelled lines or CSV: words → (Bi)LSTM → pooling → classes"
+    p = sub.add_parser("classify", parents=parents, help=helptext,
+                       description=__doc__.split("\n\n")[0].replace("``", "'"), epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_options(p)
+    p.set_defaults(run=run, model_kind="classify")
+    return p
+
+
+def _d(name: str) -> str:
+    v = DEFAULTS[name]
+    return f" (default: {'none' if v is None else v})"
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", metavar="FILE", help="training examples, one per line (or CSV record)")
+    g.add_argument("--valid", metavar="FILE", help="validation examples: the best/ checkpoint, --patience and the "
+                   "final accuracy use them")
+    g.add_argument("--test", metavar="FILE", help="test examples, classified once with the best weights at the end")
+    g.add_argument("--format", choices=FORMATS, help="tsv: 'label<TAB>text' or 'text<TAB>label'; space: 'label "
+                   "text' (split at the first space); csv: comma-separated with quoting; auto: csv for *.csv, tsv "
+                   "when the first line has a tab, else space" + _d("format"))
+    g.add_argument("--label-column", metavar="COL", help="the label: first, last, a 0-based column index or (with "
+                   "a header) a column name (default: detected — the column of few repeated values)")
+    g.add_argument("--text-column", metavar="COL", help="the text: first, last, a 0-based index or a header name "
+                   "(default: the other column)")
+    g.add_argument("--header", choices=("auto", "yes", "no"), help="whether the first line names the columns"
+                   + _d("header"))
+    g.add_argument("--lowercase", action="store_true", default=None, help="lowercase the text before splitting it "
+                   "into words at whitespace (default: as given)")
+    g.add_argument("--min-count", type=positive_int, metavar="N", help="training words seen fewer than N times "
+                   "become <unk>" + _d("min_count"))
+    g.add_argument("--batch-size", type=int_range(1, 100_000), metavar="B", help="sentences per update"
+                   + _d("batch_size"))
+    g.add_argument("--eval-batch-size", type=int_range(1, 100_000), metavar="B", help="sentences per batch when "
+                   "evaluating" + _d("eval_batch_size"))
+
+    g = p.add_argument_group("model")
+    g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="word embedding size" + _d("emb"))
+    g.add_argument("--cell", choices=CELLS, help="recurrent cell" + _d("cell"))
+    g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="units per direction" + _d("hidden"))
+    g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers" + _d("layers"))
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                   help="a backward direction in every layer" + _d("bidirectional"))
+    g.add_argument("--pooling", choices=POOLINGS, help="how the outputs over the words become one vector: the last "
+                   "state of each direction, the mean or the max" + _d("pooling"))
+    g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
+                   help="dropout between layers and before the output layer" + _d("dropout"))
+    g.add_argument("--init", choices=INITS, help="recurrent weights: torch.nn's default, orthogonal, or identity "
+                   "(IRNN; needs --cell rnn_relu or rnn_tanh)" + _d("init"))
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
+                   + _d("epochs"))
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
+    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
+    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
+                   help="weight decay (default: the optimizer's own)")
+    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
+                   "exceeds C" + _d("clip_norm"))
+    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
+                   "validation loss (needs --valid)")
+    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
+                   "exactly" + _d("seed"))
+    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
+    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
+    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
+                   "runs/classify-<time>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
+    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
+                   + _d("log_every"))
+    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
+                   "summary line per epoch remains)")
+
+
+# -- resolving options ---------------------------------------------------------------------------------------------
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _given(args) -> dict:
+    """The flags given on the command line (argparse left the others at None)."""
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
+    for k in ("train", "valid", "test"):
+        if k in given:
+            given[k] = str(Path(given[k]).resolve())
+    return given
+
+
+def _resolve(given: dict) -> dict:
+    o = {**DEFAULTS, "train": None, "valid": None, "test": None, "quiet": False, "out": None, **given}
+    o["kind"] = "classify"
+    if not o["train"]:
+        raise UsageError("--train FILE is required (or --resume DIR); e.g. 'rnnlab train classify --train "
+                         "train.tsv --valid dev.tsv'")
+    if o["patience"] and not o["valid"]:
+        raise UsageError(f"--patience {o['patience']} watches the validation loss; give --valid FILE or drop it")
+    if o["init"] == "identity" and not o["cell"].startswith("rnn_"):
+        raise UsageError(f"--init identity is the IRNN initialisation of an Elman RNN; got --cell {o['cell']}. Use "
+                         "--cell rnn_relu with it, or --init orthogonal for LSTM/GRU")
+    return o
+
+
+def _resume(given: dict):
+    try:
+        checkpoint = load_checkpoint(given["resume"], prefer="last")
+    except CheckpointError as exc:
+        raise UsageError(f"--resume {exc}") from None
+    stored = checkpoint.meta.get("run")
+    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
+        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
+    if stored.get("kind") != "classify":
+        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
+                         f"{stored.get('kind')} --resume ...'")
+    for k, v in given.items():
+        if k not in RESUMABLE and stored.get(k) != v:
+            raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop it — "
+                             "a resumed run continues with its own options")
+    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
+         **{k: v for k, v in given.items() if k in RESUMABLE}}
+    o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
+                                       else checkpoint.path)
+    return o, checkpoint
+
+
+def _train_options(o: dict) -> TrainOptions:
+    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], weight_decay=o["weight_decay"],
+                        clip_norm=o["clip_norm"], patience=o["patience"], seed=o["seed"], log_every=o["log_every"],
+                        max_steps=o["max_steps"], max_minutes=o["max_minutes"], quiet=o["quiet"])
+
+
+def _new_model(o: dict, vocab: TextVocab) -> SequenceClassifier:
+    return SequenceClassifier(len(vocab.labels), vocab_size=len(vocab), emb=o["emb"], cell=o["cell"],
+                              hidden=o["hidden"], layers=o["layers"], bidirectional=o["bidirectional"],
+                              pooling=o["pooling"], dropout=o["dropout"], init=o["init"])
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_options(o: dict, spec: dict | None = None, text: str = "", name: str = "") -> dict:
+    """The ``parse_labeled`` options of a run: the user's. With ``spec`` (how the training file was read) for a
+    valid / test file (``text`` read from ``name``) in the training file's format — given, or detected the same —
+    the training file's columns too, unless given; its header is still detected unless --header was given."""
+    header = {"auto": None, "yes": True, "no": False}[o["header"]]
+    opts = {"format": o["format"], "label_column": o["label_column"], "text_column": o["text_column"],
+            "header": header}
+    if spec is not None and (o["format"] != "auto" or detect_format(text, name) == spec["format"]):
+        opts["format"] = spec["format"]
+        for k in ("label_column", "text_column"):
+            if opts[k] is None:
+                opts[k] = spec[k]
+    return opts
+
+
+def _read(o: dict, sources: dict | None):
+    """({split: LabeledData or None}, the sources record); with ``sources`` (a resumed run) check that train and
+    valid did not change."""
+    data, record, spec = {}, {}, None
+    for split in ("train", "valid", "test"):
+        path = o[split]
+        if path is None:
+            data[split] = None
+            continue
+        try:
+            text = read_file_text(path)
+            data[split] = parse_labeled(text, path, **read_options(o, spec, text, path))
+        except DataError as exc:
+            raise UsageError(f"{_flag(split)} {exc}") from None
+        if split == "train":
+            spec = data[split].spec
+        record[split] = {"name": path, "sha256": _sha256(path), "examples": len(data[split]),
+                         "labels": dict(sorted(data[split].label_counts().items()))}
+        want = ((sources or {}).get(split) or {}).get("sha256")
+        if split != "test" and want is not None and want != record[split]["sha256"]:
+            raise UsageError(f"{path}: the {split} file changed since the checkpoint was written; resuming needs "
+                             "the same data")
+    return data, record
+
+
+def _out_dir(o: dict) -> Path:
+    if o["out"]:
+        return Path(o["out"])
+    return Path("runs") / f"classify-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _summary(m: dict) -> str:
+    return f"accuracy {_pct(m['accuracy'])}  macro F1 {100 * m['macro_f1']:.2f}  loss {m['loss']:.4f}  ({m['n']:,} " \
+           "examples)"
+
+
+def per_class_table(m: dict, labels: list[str]) -> str:
+    """Per-class precision / recall / F1 / support, then the confusion matrix (rows: true, columns: predicted)."""
+    w = max(10, max(len(s) for s in labels) + 1)
+    rows = [f"  {'class':<{w}} precision  recall     F1  support"]
+    for k, label in enumerate(labels):
+        rows.append(f"  {label:<{w}} {100 * m['precision'][k]:>9.2f} {100 * m['recall'][k]:>7.2f} "
+                    f"{100 * m['f1'][k]:>6.2f} {m['support'][k]:>8,}")
+    cw = max(8, max(len(s) for s in labels) + 2, max(len(f"{v:,}") for r in m["confusion"] for v in r) + 2)
+    rows.append("  confusion matrix (rows: true class, columns: predicted class)")
+    rows.append(f"  {'':<{w}}" + "".join(f"{label:>{cw}}" for label in labels))
+    for label, r in zip(labels, m["confusion"]):
+        rows.append(f"  {label:<{w}}" + "".join(f"{v:>{cw},}" for v in r))
+    return "\n".join(rows)
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    given = _given(args)
+    checkpoint = None
+    if "resume" in given:
+        o, checkpoint = _resume(given)
+    else:
+        o = _resolve(given)
+    out = _out_dir(o)
+    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
+        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    try:
+        device = torch.device(o["device"])
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
+                         "use --device cpu") from None
+
+    data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
+    try:
+        vocab = (TextVocab.from_json(checkpoint.meta["vocab"]) if checkpoint else
+                 TextVocab.build(data["train"], o["min_count"], o["lowercase"]))
+    except DataError as exc:
+        raise UsageError(f"--train {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"--resume {checkpoint.path if checkpoint else ''}: {exc}") from None
+    batches = {}
+    for split in ("train", "valid", "test"):
+        if data[split] is None:
+            batches[split] = None
+            continue
+        try:
+            encoded = encode_labeled(data[split], vocab)
+        except DataError as exc:
+            raise UsageError(f"{_flag(split)} {exc}") from None
+        size = o["batch_size"] if split == "train" else o["eval_batch_size"]
+        batches[split] = SentenceBatches(encoded, size, shuffle=split == "train", seed=o["seed"],
+                                         pad_id=vocab.pad_id, name=o[split], collate_fn=collate_labeled)
+    train, valid, test = batches["train"], batches["valid"], batches["test"]
+
+    torch.manual_seed(o["seed"])  # the initial weights
+    try:
+        model = build(checkpoint.meta["model"]) if checkpoint else _new_model(o, vocab)
+        options = _train_options(o)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model.to(device)
+    task = ClassificationTask(model, device)
+    meta = {"task": "classification", "vocab": vocab.to_json(), "run": o, "sources": sources,
+            "input_format": data["train"].spec}
+    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
+    if checkpoint is not None:
+        try:
+            trainer.restore(checkpoint)
+        except CheckpointError as exc:
+            raise UsageError(f"--resume {exc}") from None
+
+    spec, s = data["train"].spec, sources["train"]
+    how = {"tsv": "tab-separated", "space": "'label text' lines", "csv": "CSV"}[spec["format"]]
+    if spec["format"] == "space":
+        how = "'text label' lines" if spec["label_column"] == 1 else how
+    else:
+        names = spec.get("names")
+        col = (lambda c: repr(names[c]) if names else str(c))
+        how += f", label column {col(spec['label_column'])}, text column {col(spec['text_column'])}"
+    how += ", header line skipped" if spec["header"] else ""
+    print(f"data: {o['train']}: {s['examples']:,} examples ({how}); labels "
+          + ", ".join(f"{label}: {n:,}" for label, n in s["labels"].items())
+          + "".join(f"; {split} {sources[split]['examples']:,}" for split in ("valid", "test") if split in sources)
+          + f"; {len(vocab):,} words (min count {o['min_count']}{', lowercased' if vocab.lowercase else ''}), "
+          f"{len(vocab.labels)} classes", flush=True)
+    try:
+        engine = backend_name(device)  # builds the C++ engine now (first use only), outside --max-minutes
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    c = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: emb {c['emb']} → {c['layers']} x rnnlab {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}"
+          f"({c['hidden']}) → {c['pooling']} pooling → {c['n_outputs']} classes, dropout {c['dropout']:g}; "
+          f"{n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
+    budget = "".join([f", at most {o['max_steps']} steps" if o["max_steps"] else "",
+                      f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""])
+    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
+               f"{trainer.progress['batch']}") if checkpoint else ""
+    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget} (rates count "
+          f"sentences); writing {out}{resumed}", flush=True)
+
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
+        signal.signal(signal.SIGINT, previous)
+        trainer.request_stop()
+
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = trainer.fit()
+    except TrainingError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+    if summary["stopped"] not in ("done", "patience"):
+        return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
+    best_dir = out / "best" if (out / "best").exists() else out / "last"
+    load_checkpoint(best_dir).load_model(model)
+    log = MetricsLog(out / "metrics.jsonl")
+    last_split = "test" if test is not None else "valid"
+    for split, split_batches in (("valid", valid), ("test", test)):
+        if split_batches is None:
+            continue
+        m = evaluate_classification(model, split_batches, device=device)
+        print(f"{split} ({best_dir.name} weights): {_summary(m)}")
+        if split == last_split:
+            print(per_class_table(m, vocab.labels))
+        log.write({"kind": split, "step": summary["steps"], "weights": best_dir.name, "labels": vocab.labels, **m})
+    return 0

@@ -118,7 +118,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def ensure_malloc(args: argparse.Namespace, argv: list[str]) -> None:
-    """Re-exec with the malloc settings asked for: glibc reads them once, at process start."""
+    """Re-exec the running script (engine.py, or another script that imports it) with the malloc settings asked
+    for: glibc reads them once, at process start."""
     tuned_now = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
     if tuned_now == (not args.default_malloc) or os.environ.get(_REEXEC_FLAG):
         return
@@ -130,7 +131,7 @@ def ensure_malloc(args: argparse.Namespace, argv: list[str]) -> None:
         else:
             env[key] = value
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+    os.execve(sys.executable, [sys.executable, os.path.abspath(sys.argv[0]), *argv], env)  # the script that was run
 
 
 def malloc_mode() -> str:

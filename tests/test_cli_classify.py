@@ -15,6 +15,8 @@ from rnnlab.cli.options import UsageError
 from rnnlab.data.labeled import TextVocab
 from rnnlab.train.supervised import load_sequence_model
 
+from cli_helpers import cli, one_line_error
+
 WORDS = "the a movie film plot actor scene was is very quite not really story music".split()
 TINY = ["--emb", "16", "--hidden", "16", "--dropout", "0", "--batch-size", "16", "--lr", "0.01", "--min-count", "1",
         "--quiet"]
@@ -40,22 +42,6 @@ def data(tmp_path_factory):
     (d / "dev.tsv").write_text("".join(f"{t}\t{y}\n" for y, t in examples(80, 1)), encoding="utf-8")
     (d / "test.txt").write_text("".join(f"{y} {t}\n" for y, t in examples(100, 2)), encoding="utf-8")
     return d
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, must=()):
-    rc, out, err = cli(capsys, *args)
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
-    for m in must:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def run_predict(*args):

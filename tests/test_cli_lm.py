@@ -14,6 +14,8 @@ import torch
 from rnnlab.cli.main import main
 from rnnlab.train import load_checkpoint
 
+from cli_helpers import cli, one_line_error
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 TEXT = ("the quick brown fox jumps over the lazy dog\n"
         "pack my box with five dozen liquor jugs\n") * 6  # ~500 characters
@@ -25,22 +27,6 @@ def corpus(tmp_path):
     f = tmp_path / "text.txt"
     f.write_text(TEXT, encoding="utf-8")
     return f
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, must=()):
-    rc, out, err = cli(capsys, *args)
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
-    for m in must:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def test_train_in_a_subprocess_then_eval_and_generate(tmp_path, corpus, capsys):

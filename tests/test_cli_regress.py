@@ -15,6 +15,8 @@ from rnnlab.cli.main import main
 from rnnlab.train.checkpoint import load_checkpoint
 from rnnlab.train.supervised import load_sequence_model
 
+from cli_helpers import cli, one_line_error
+
 TINY = ["--window", "16", "--hidden", "12", "--lr", "0.01", "--batch-size", "32", "--threads", "1", "--quiet"]
 
 
@@ -32,22 +34,6 @@ def sine_csv(path, n: int = 600, noise: float = 0.2, seed: int = 0):
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     return sine_csv(tmp_path_factory.mktemp("series") / "sine.csv")
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, must=()):
-    rc, out, err = cli(capsys, *args)
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
-    for m in must:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def test_the_model_beats_the_last_value_forecast(series, tmp_path, capsys):

@@ -17,6 +17,8 @@ from rnnlab.cli.options import UsageError
 from rnnlab.data.conllu import parse_conllu
 from rnnlab.train.tagging import load_tagger
 
+from cli_helpers import cli, one_line_error
+
 SUFFIXES = {"ing": "VERB", "ly": "ADV", "tion": "NOUN", "ful": "ADJ"}
 TINY = ["--emb", "8", "--char-emb", "6", "--char-hidden", "8", "--hidden", "12", "--layers", "1", "--dropout", "0",
         "--batch-size", "8", "--lr", "0.02", "--quiet"]
@@ -46,22 +48,6 @@ def data(tmp_path_factory):
     (d / "train.conllu").write_text(conllu_text(40, 0), encoding="utf-8")
     (d / "dev.conllu").write_text(conllu_text(12, 1), encoding="utf-8")
     return d
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, must=()):
-    rc, out, err = cli(capsys, *args)
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
-    for m in must:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def run_predict(*args):

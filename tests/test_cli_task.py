@@ -12,24 +12,10 @@ from rnnlab.cli.main import main
 from rnnlab.train.checkpoint import load_checkpoint
 from rnnlab.train.supervised import load_sequence_model
 
+from cli_helpers import cli, one_line_error
+
 TINY = ["--hidden", "8", "--batch-size", "16", "--batches", "4", "--epochs", "2", "--valid-size", "40",
         "--test-size", "100", "--quiet"]
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, must=()):
-    rc, out, err = cli(capsys, *args)
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
-    for m in must:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def _checkpoint_written(out, kind):

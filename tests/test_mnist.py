@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab.cli.main import main
 from rnnlab.data.mnist import FILES, IMAGE_MAGIC, LABEL_MAGIC, SequentialMNIST, default_data_dir, mnist_splits, \
     pixel_permutation, read_idx, read_mnist_split
 from rnnlab.data.text import DataError
 from rnnlab.train.checkpoint import load_checkpoint
+
+from cli_helpers import cli
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_real = pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").is_file(),
@@ -212,12 +213,6 @@ def test_real_mnist_files():
 
 
 # -- the command line ----------------------------------------------------------------------------------------------
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def _test_record(out: Path) -> dict:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["kind"] == "test"

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
-import threading
-import time
-from pathlib import Path
 
 import torch
 
 from ..data.mnist import MODES, VALID_SIZE, default_data_dir, mnist_splits
 from ..data.synthetic import Adding, Copy, Parity
-from ..engine import backend_name
 from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, SequenceTagger
-from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.checkpoint import load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, evaluate_classification, \
     evaluate_per_step, evaluate_regression
-from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from ..train.trainer import OPTIMIZERS, Trainer
+from .common import cannot_change, engine_name, fit_with_stop_handler, open_checkpoint, out_dir, \
+    refuse_existing_run, restore, run_dir, torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
@@ -288,10 +285,7 @@ def _defaults(task: str) -> dict:
 
 def _resumed(args):
     """(the stored run's options with the RESUMABLE flags of this command line, its checkpoint)."""
-    try:
-        checkpoint = load_checkpoint(args.resume, prefer="last")
-    except CheckpointError as exc:
-        raise UsageError(f"--resume {exc}") from None
+    checkpoint = open_checkpoint(args.resume)
     stored = checkpoint.meta.get("run")
     if not isinstance(stored, dict) or stored.get("kind") != "task" or "trainer" not in checkpoint.meta:
         raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab task'")
@@ -301,8 +295,7 @@ def _resumed(args):
     defaults = _defaults(args.task)
     for k, v in _options(args).items():
         if k not in RESUMABLE and k in stored and v != stored[k] and v != defaults.get(k):
-            raise UsageError(f"--{k.replace('_', '-')} cannot change when resuming (the run used {stored[k]!r}); "
-                             "drop it — a resumed run continues with its own options")
+            raise cannot_change(k, stored[k])
     o = {k: v for k, v in stored.items() if k != "kind"}
     for k in RESUMABLE:
         if not hasattr(args, k):  # a flag of another task (--data-dir is mnist's)
@@ -312,7 +305,7 @@ def _resumed(args):
         if k in ("max_steps", "max_minutes") or v != defaults.get(k):
             o[k] = v
     if not args.out:
-        o["out"] = str(checkpoint.path.parent if checkpoint.path.name in ("last", "best") else checkpoint.path)
+        o["out"] = run_dir(checkpoint)
     return argparse.Namespace(**o), checkpoint
 
 
@@ -321,29 +314,15 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         args, checkpoint = _resumed(args)
     _check(args)
-    out = Path(args.out) if args.out else Path("runs") / f"task-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another "
-                         "--out")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {args.device}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
-    try:
-        engine = backend_name(device)  # builds the C++ engine now (first use only), not inside --max-minutes
-    except (ValueError, RuntimeError) as exc:  # a bad RNNLAB_BACKEND, or a forced backend that cannot run
-        raise UsageError(" ".join(str(exc).split())) from None
+    out = out_dir(args.out, f"task-{args.task}")
+    refuse_existing_run(out, checkpoint)
+    device = torch_device(args.device, args.threads)
+    engine = engine_name(device)
 
     torch.manual_seed(args.seed)  # the initial weights
     try:
         train, valid, test, model, task_cls = _setup(args)
-        options = TrainOptions(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, clip_norm=args.clip_norm,
-                               seed=args.seed, log_every=args.log_every, max_steps=args.max_steps,
-                               max_minutes=args.max_minutes, quiet=args.quiet)
+        options = train_options(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
@@ -358,39 +337,14 @@ def run(args: argparse.Namespace) -> int:
                              f"now from --permute-seed {args.permute_seed} (another numpy version?); the run cannot "
                              "continue on the same task")
     trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    if checkpoint is not None:
-        try:
-            trainer.restore(checkpoint)
-        except CheckpointError as exc:
-            raise UsageError(f"--resume {exc}") from None
+    restore(trainer, checkpoint)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(_describe_data(args, train, valid, test), flush=True)
     print(f"model: {_describe(model)}, {n_params:,} parameters; engine {engine}", flush=True)
-    budget = "".join([f", at most {args.max_steps} steps" if args.max_steps else "",
-                      f", at most {args.max_minutes:g} min" if args.max_minutes else ""])
-    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
-               f"{trainer.progress['batch']}") if checkpoint else ""
-    print(f"train: {options.optimizer} lr {options.lr:g}, {options.epochs} epochs{budget}; writing {out}{resumed}",
-          flush=True)
+    print(train_line(options, trainer, out, checkpoint), flush=True)
 
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
-
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = trainer.fit()
-    except TrainingError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
+    summary = fit_with_stop_handler(trainer)
     # Test with the best validation weights when an epoch ended; otherwise with the weights training stopped at.
     weights = "last"
     if (out / "best").exists():

@@ -6,25 +6,22 @@ model kinds (``rnnlab train tag``) have modules of their own, listed in ``OTHER_
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-import time
-from pathlib import Path
 
 import torch
 
 from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, read_text, \
     sha256_of, stdlib_corpus
-from ..engine import backend_name
 from ..models.lm import CELLS, build_model
-from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.lm import LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
-from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from ..train.trainer import Trainer
 from . import train_classify
 from . import train_regress
 from . import train_tag
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from .common import FINISHED, add_output_group, add_training_group, default_text, engine_name, \
+    fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, restore, \
+    resume_run, torch_device, train_line, train_options
+from .options import UsageError, float_range, int_range, positive_int
 
 # Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
 # told from "left at its default" (it matters for --resume and --stdlib-demo).
@@ -112,8 +109,7 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def _d(name: str) -> str:
-    v = DEFAULTS[name]
-    return f" (default: {'none' if v is None else v})"
+    return default_text(DEFAULTS, name)
 
 
 def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
@@ -166,46 +162,16 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
     g.add_argument("--eval-batch-size", type=int_range(1, 100_000), metavar="B", help="columns for validation "
                    "and test" + _d("eval_batch_size"))
 
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
-                   + _d("epochs"))
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
-    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
-    g.add_argument("--momentum", type=float_range(0.0, 0.999, lo_open=False), metavar="M", help="SGD momentum"
-                   + _d("momentum"))
-    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
-                   help="weight decay (default: the optimizer's own)")
-    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
-                   "exceeds C" + _d("clip_norm"))
-    g.add_argument("--clip-value", type=positive_float, metavar="V", help="clamp every gradient element to [-V, V] "
-                   "instead of --clip-norm")
-    g.add_argument("--lr-decay", type=float_range(0.0, 1.0), metavar="F", help="multiply the lr by F after each "
-                   "epoch from --decay-start on (or on a plateau with --plateau); default 0.5, 0.25 with --plateau")
-    g.add_argument("--decay-start", type=int_range(0), metavar="E", help="step decay: the first E epochs run at "
-                   "--lr (default: 1)")
-    g.add_argument("--plateau", action="store_true", default=None, help="multiply the lr by --lr-decay whenever the "
-                   "validation loss does not improve")
-    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
-                   "validation loss")
-    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
-                   "exactly" + _d("seed"))
-    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
-    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
-    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+    add_training_group(p, DEFAULTS, patience_help="stop after N epochs without a better validation loss",
+                       schedule=True)
+    add_output_group(p, DEFAULTS, default_out="runs/<model>-<level>-<time>", more=_add_output_options)
 
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
-                   "runs/<model>-<level>-<time>)")
-    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
-    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
-                   + _d("log_every"))
+
+def _add_output_options(g) -> None:
     g.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="also save last/ every N steps")
     g.add_argument("--samples", type=int_range(0, 100), metavar="N", help="print N generated samples at the end"
                    + _d("samples"))
     g.add_argument("--sample-tokens", type=positive_int, metavar="N", help="tokens per sample" + _d("sample_tokens"))
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
-                   "summary line per epoch remains)")
 
 
 def _demo_text() -> str:
@@ -223,20 +189,6 @@ _FLAGS = ("train", "valid", "test", "level", "valid_fraction", "min_count", "max
           "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
           "max_steps", "device", "threads", "out", "resume", "log_every", "checkpoint_every", "samples",
           "sample_tokens", "quiet")
-
-
-def _given(args) -> dict:
-    """The flags given on the command line (argparse left the others at None / False)."""
-    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None
-             and getattr(args, k) is not False}
-    for k in ("train", "valid", "test"):
-        if k in given:
-            given[k] = str(Path(given[k]).resolve())
-    return given
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _resolve(kind: str, given: dict) -> dict:
@@ -269,7 +221,7 @@ def _resolve(kind: str, given: dict) -> dict:
                          "drop one")
     for flag, level in (("min_count", "word"), ("max_vocab", "word"), ("bpe_vocab", "bpe")):
         if flag in given and o["level"] != level:
-            raise UsageError(f"{_flag(flag)} applies to --level {level}; got --level {o['level']}. Drop it")
+            raise UsageError(f"{flag_name(flag)} applies to --level {level}; got --level {o['level']}. Drop it")
     if "stdlib_bytes" in given and not o["stdlib_demo"]:
         raise UsageError("--stdlib-bytes sizes the --stdlib-demo corpus; add --stdlib-demo or drop it")
     if kind == "lm" and o["tie"]:
@@ -283,17 +235,6 @@ def _resolve(kind: str, given: dict) -> dict:
         raise UsageError("--patience and --plateau watch the validation loss; give --valid FILE or a "
                          "--valid-fraction above 0")
     return o
-
-
-def _train_options(o: dict) -> TrainOptions:
-    schedule = "plateau" if o["plateau"] else ("step" if o["lr_decay"] is not None else "constant")
-    decay = o["lr_decay"] if o["lr_decay"] is not None else (0.25 if schedule == "plateau" else 0.5)
-    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], momentum=o["momentum"],
-                        weight_decay=o["weight_decay"], clip_norm=o["clip_norm"], clip_value=o["clip_value"],
-                        schedule=schedule, lr_decay=decay,
-                        decay_start=o["decay_start"] if o["decay_start"] is not None else 1,
-                        patience=o["patience"], seed=o["seed"], log_every=o["log_every"], max_steps=o["max_steps"],
-                        max_minutes=o["max_minutes"], checkpoint_every=o["checkpoint_every"], quiet=o["quiet"])
 
 
 def _model_config(o: dict, vocab_size: int) -> dict:
@@ -321,7 +262,7 @@ def _texts(o: dict, sources: dict | None = None):
                 try:
                     texts.append(read_text(path))
                 except DataError as exc:
-                    raise UsageError(f"{_flag(flag)} {exc}") from None
+                    raise UsageError(f"{flag_name(flag)} {exc}") from None
             names.append(path or "")
     if sources:
         for split, text, name in zip(("train", "valid", "test"), texts, names):
@@ -351,48 +292,13 @@ def _streams(o: dict, corpus):
     return out
 
 
-def _out_dir(o: dict) -> Path:
-    if o["out"]:
-        return Path(o["out"])
-    return Path("runs") / f"{o['kind']}-{o['level']}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def run(args: argparse.Namespace) -> int:
     kind = args.model_kind
-    given = _given(args)
-    checkpoint = None
-    if "resume" in given:
-        try:
-            checkpoint = load_checkpoint(given["resume"], prefer="last")
-        except CheckpointError as exc:
-            raise UsageError(f"--resume {exc}") from None
-        stored = checkpoint.meta.get("run")
-        if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
-            raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
-        if stored["kind"] != kind:
-            raise UsageError(f"--resume {checkpoint.path}: holds a '{stored['kind']}' run; use 'rnnlab train "
-                             f"{stored['kind']} --resume ...'")
-        for k, v in given.items():
-            if k not in RESUMABLE and stored.get(k) != v:
-                raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop "
-                                 "it — a resumed run continues with its own options")
-        o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
-             **{k: v for k, v in given.items() if k in RESUMABLE}}
-        o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
-                                           else checkpoint.path)
-    else:
-        o = _resolve(kind, given)
-    out = _out_dir(o)
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
-    try:
-        device = torch.device(o["device"])
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
+    given = given_flags(args, _FLAGS)
+    o, checkpoint = resume_run(given, kind, RESUMABLE) if "resume" in given else (_resolve(kind, given), None)
+    out = out_dir(o["out"], f"{o['kind']}-{o['level']}")
+    refuse_existing_run(out, checkpoint)
+    device = torch_device(o["device"], o["threads"])
 
     texts, names = _texts(o, checkpoint.meta.get("sources") if checkpoint else None)
     try:
@@ -406,58 +312,32 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(o["seed"])  # the initial weights
     try:
         model = build_model(checkpoint.meta["model"] if checkpoint else _model_config(o, len(corpus.vocab)))
-        options = _train_options(o)
+        options = train_options(o)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
     task = LMTask(model, char_level=o["level"] == "char", device=device)
     meta = {"vocab": corpus.vocab.to_json(), "run": o, "sources": corpus.sources}
     trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
+    restore(trainer, checkpoint)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {corpus.sources['train']['name']}: {corpus.train.numel():,} train tokens"
           + (f", {corpus.valid.numel():,} valid" if corpus.valid is not None else "")
           + (f", {corpus.test.numel():,} test" if corpus.test is not None else "")
           + f"; {o['level']} vocabulary of {len(corpus.vocab):,}", flush=True)
-    # Asking for the backend builds the C++ engine now (first use only), not inside the --max-minutes budget.
-    try:
-        engine = backend_name(device) if o["kind"] == "lm" else "-"
-    except (ValueError, RuntimeError) as exc:  # a bad RNNLAB_BACKEND, or a forced backend that cannot run
-        raise UsageError(" ".join(str(exc).split())) from None
+    engine = engine_name(device) if o["kind"] == "lm" else "-"
     print(f"model: {_describe(model)}, {n_params:,} parameters; batches {o['batch_size']} x {o['bptt']} steps"
           + (" (random length)" if o["random_bptt"] else "") + (f"; engine {engine}" if engine != "-" else ""),
           flush=True)
-    budget = f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""
-    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
-               f"{trainer.progress['batch']}") if checkpoint else ""
-    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}; writing "
-          f"{out}{resumed}", flush=True)
+    print(train_line(options, trainer, out, checkpoint), flush=True)
 
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
-
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = trainer.fit()
-    except TrainingError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
+    summary = fit_with_stop_handler(trainer)
     best = summary["best_valid_loss"]
     if best is not None:
         print(f"best validation: {_fmt(lm_metrics(best, o['level'] == 'char'))}")
-    if test is not None and summary["stopped"] in ("done", "patience"):
-        best_dir = out / "best" if (out / "best").exists() else out / "last"
-        load_checkpoint(best_dir).load_model(model)
+    if test is not None and summary["stopped"] in FINISHED:
+        best_dir = load_best_weights(out, model)
         m = evaluate(model, test, o["level"])
         print(f"test ({best_dir.name} weights): {_fmt(m)}")
         MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": summary["steps"], **m})

@@ -7,25 +7,22 @@ confusion matrix on --valid and --test with the best weights. ``--resume DIR`` c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import signal
-import threading
-import time
-from pathlib import Path
 
 import torch
 
 from ..data.labeled import FORMATS, TextVocab, collate_labeled, detect_format, encode_labeled, parse_labeled, \
     read_file_text
+from ..data.series import sha256_file
 from ..data.text import DataError
-from ..engine import backend_name
 from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, build
-from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, evaluate_classification
 from ..train.tagging import SentenceBatches
-from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from ..train.trainer import Trainer
+from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
+    engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
+    restore, resume_run, torch_device, train_line, train_options
+from .options import UsageError, float_range, int_range, positive_int
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -87,17 +84,12 @@ examples:
 
 def add_train_parser(sub, parents) -> argparse.ArgumentParser:
     helptext = "text classifier from labelled lines or CSV: words → (Bi)LSTM → pooling → classes"
-    p = sub.add_parser("classify", parents=parents, help=helptext,
-                       description=__doc__.split("\n\n")[0].replace("``", "'"), epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_options(p)
-    p.set_defaults(run=run, model_kind="classify")
-    return p
+    return add_kind_parser(sub, "classify", parents, helptext=helptext, doc=__doc__, epilog=EPILOG,
+                           add_options=_add_options, run=run)
 
 
 def _d(name: str) -> str:
-    v = DEFAULTS[name]
-    return f" (default: {'none' if v is None else v})"
+    return default_text(DEFAULTS, name)
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -138,48 +130,11 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", choices=INITS, help="recurrent weights: torch.nn's default, orthogonal, or identity "
                    "(IRNN; needs --cell rnn_relu or rnn_tanh)" + _d("init"))
 
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
-                   + _d("epochs"))
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
-    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
-    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
-                   help="weight decay (default: the optimizer's own)")
-    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
-                   "exceeds C" + _d("clip_norm"))
-    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
-                   "validation loss (needs --valid)")
-    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
-                   "exactly" + _d("seed"))
-    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
-    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
-    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
-
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
-                   "runs/classify-<time>)")
-    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
-    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
-                   + _d("log_every"))
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
-                   "summary line per epoch remains)")
+    add_training_group(p, DEFAULTS)
+    add_output_group(p, DEFAULTS, default_out="runs/classify-<time>")
 
 
 # -- resolving options ---------------------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _given(args) -> dict:
-    """The flags given on the command line (argparse left the others at None)."""
-    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
-    for k in ("train", "valid", "test"):
-        if k in given:
-            given[k] = str(Path(given[k]).resolve())
-    return given
-
-
 def _resolve(given: dict) -> dict:
     o = {**DEFAULTS, "train": None, "valid": None, "test": None, "quiet": False, "out": None, **given}
     o["kind"] = "classify"
@@ -194,42 +149,10 @@ def _resolve(given: dict) -> dict:
     return o
 
 
-def _resume(given: dict):
-    try:
-        checkpoint = load_checkpoint(given["resume"], prefer="last")
-    except CheckpointError as exc:
-        raise UsageError(f"--resume {exc}") from None
-    stored = checkpoint.meta.get("run")
-    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
-        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
-    if stored.get("kind") != "classify":
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
-                         f"{stored.get('kind')} --resume ...'")
-    for k, v in given.items():
-        if k not in RESUMABLE and stored.get(k) != v:
-            raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop it — "
-                             "a resumed run continues with its own options")
-    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
-         **{k: v for k, v in given.items() if k in RESUMABLE}}
-    o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
-                                       else checkpoint.path)
-    return o, checkpoint
-
-
-def _train_options(o: dict) -> TrainOptions:
-    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], weight_decay=o["weight_decay"],
-                        clip_norm=o["clip_norm"], patience=o["patience"], seed=o["seed"], log_every=o["log_every"],
-                        max_steps=o["max_steps"], max_minutes=o["max_minutes"], quiet=o["quiet"])
-
-
 def _new_model(o: dict, vocab: TextVocab) -> SequenceClassifier:
     return SequenceClassifier(len(vocab.labels), vocab_size=len(vocab), emb=o["emb"], cell=o["cell"],
                               hidden=o["hidden"], layers=o["layers"], bidirectional=o["bidirectional"],
                               pooling=o["pooling"], dropout=o["dropout"], init=o["init"])
-
-
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_options(o: dict, spec: dict | None = None, text: str = "", name: str = "") -> dict:
@@ -260,22 +183,16 @@ def _read(o: dict, sources: dict | None):
             text = read_file_text(path)
             data[split] = parse_labeled(text, path, **read_options(o, spec, text, path))
         except DataError as exc:
-            raise UsageError(f"{_flag(split)} {exc}") from None
+            raise UsageError(f"{flag_name(split)} {exc}") from None
         if split == "train":
             spec = data[split].spec
-        record[split] = {"name": path, "sha256": _sha256(path), "examples": len(data[split]),
+        record[split] = {"name": path, "sha256": sha256_file(path), "examples": len(data[split]),
                          "labels": dict(sorted(data[split].label_counts().items()))}
         want = ((sources or {}).get(split) or {}).get("sha256")
         if split != "test" and want is not None and want != record[split]["sha256"]:
             raise UsageError(f"{path}: the {split} file changed since the checkpoint was written; resuming needs "
                              "the same data")
     return data, record
-
-
-def _out_dir(o: dict) -> Path:
-    if o["out"]:
-        return Path(o["out"])
-    return Path("runs") / f"classify-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _pct(x: float) -> str:
@@ -304,23 +221,11 @@ def per_class_table(m: dict, labels: list[str]) -> str:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    given = _given(args)
-    checkpoint = None
-    if "resume" in given:
-        o, checkpoint = _resume(given)
-    else:
-        o = _resolve(given)
-    out = _out_dir(o)
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
-    try:
-        device = torch.device(o["device"])
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
+    given = given_flags(args, _FLAGS, keep_false=True)  # --no-bidirectional is given as False
+    o, checkpoint = resume_run(given, "classify", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    out = out_dir(o["out"], "classify")
+    refuse_existing_run(out, checkpoint)
+    device = torch_device(o["device"], o["threads"])
 
     data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
     try:
@@ -338,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             encoded = encode_labeled(data[split], vocab)
         except DataError as exc:
-            raise UsageError(f"{_flag(split)} {exc}") from None
+            raise UsageError(f"{flag_name(split)} {exc}") from None
         size = o["batch_size"] if split == "train" else o["eval_batch_size"]
         batches[split] = SentenceBatches(encoded, size, shuffle=split == "train", seed=o["seed"],
                                          pad_id=vocab.pad_id, name=o[split], collate_fn=collate_labeled)
@@ -347,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(o["seed"])  # the initial weights
     try:
         model = build(checkpoint.meta["model"]) if checkpoint else _new_model(o, vocab)
-        options = _train_options(o)
+        options = train_options(o)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
@@ -355,11 +260,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"task": "classification", "vocab": vocab.to_json(), "run": o, "sources": sources,
             "input_format": data["train"].spec}
     trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    if checkpoint is not None:
-        try:
-            trainer.restore(checkpoint)
-        except CheckpointError as exc:
-            raise UsageError(f"--resume {exc}") from None
+    restore(trainer, checkpoint)
 
     spec, s = data["train"].spec, sources["train"]
     how = {"tsv": "tab-separated", "space": "'label text' lines", "csv": "CSV"}[spec["format"]]
@@ -375,43 +276,18 @@ def run(args: argparse.Namespace) -> int:
           + "".join(f"; {split} {sources[split]['examples']:,}" for split in ("valid", "test") if split in sources)
           + f"; {len(vocab):,} words (min count {o['min_count']}{', lowercased' if vocab.lowercase else ''}), "
           f"{len(vocab.labels)} classes", flush=True)
-    try:
-        engine = backend_name(device)  # builds the C++ engine now (first use only), outside --max-minutes
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(" ".join(str(exc).split())) from None
+    engine = engine_name(device)
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: emb {c['emb']} → {c['layers']} x rnnlab {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}"
           f"({c['hidden']}) → {c['pooling']} pooling → {c['n_outputs']} classes, dropout {c['dropout']:g}; "
           f"{n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
-    budget = "".join([f", at most {o['max_steps']} steps" if o["max_steps"] else "",
-                      f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""])
-    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
-               f"{trainer.progress['batch']}") if checkpoint else ""
-    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget} (rates count "
-          f"sentences); writing {out}{resumed}", flush=True)
+    print(train_line(options, trainer, out, checkpoint, note=" (rates count sentences)"), flush=True)
 
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
-
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = trainer.fit()
-    except TrainingError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-    if summary["stopped"] not in ("done", "patience"):
+    summary = fit_with_stop_handler(trainer)
+    if summary["stopped"] not in FINISHED:
         return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
-    best_dir = out / "best" if (out / "best").exists() else out / "last"
-    load_checkpoint(best_dir).load_model(model)
+    best_dir = load_best_weights(out, model)
     log = MetricsLog(out / "metrics.jsonl")
     last_split = "test" if test is not None else "valid"
     for split, split_batches in (("valid", valid), ("test", test)):

@@ -8,22 +8,20 @@ end, the validation and test MSE and MAE in the target's own units next to the n
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-import time
 from pathlib import Path
 
 import torch
 
 from ..data.series import LastValue, Normalizer, SeriesDataset, read_series, sha256_file
 from ..data.text import DataError
-from ..engine import backend_name
 from ..models.classifier import CELLS, SequenceClassifier, SequenceTagger, build
-from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.supervised import RegressionTask, evaluate_regression
-from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from ..train.trainer import Trainer
+from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
+    engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
+    restore, resume_run, torch_device, train_line, train_options
+from .options import UsageError, float_range, int_range
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -83,17 +81,12 @@ examples:
 
 def add_train_parser(sub, parents) -> argparse.ArgumentParser:
     helptext = "forecast a numeric series from a CSV: past windows → the next value(s) of a target column"
-    p = sub.add_parser("regress", parents=parents, help=helptext,
-                       description=__doc__.split("\n\n")[0].replace("``", "'"), epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_options(p)
-    p.set_defaults(run=run, model_kind="regress")
-    return p
+    return add_kind_parser(sub, "regress", parents, helptext=helptext, doc=__doc__, epilog=EPILOG,
+                           add_options=_add_options, run=run)
 
 
 def _d(name: str) -> str:
-    v = DEFAULTS[name]
-    return f" (default: {'none' if v is None else v})"
+    return default_text(DEFAULTS, name)
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -131,53 +124,21 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout between layers and before the output" + _d("dropout"))
 
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the training windows"
-                   + _d("epochs"))
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
-    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
-    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
-                   help="weight decay (default: the optimizer's own)")
-    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
-                   "exceeds C" + _d("clip_norm"))
-    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
-                   "validation loss (needs a --valid-fraction above 0)")
-    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed of the weights and the window "
-                   "order; the same seed repeats a run exactly" + _d("seed"))
-    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
-    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
-    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
-
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
-                   "runs/regress-<target>-<time>)")
-    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
-    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
-                   + _d("log_every"))
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
-                   "summary line per epoch remains)")
+    add_training_group(p, DEFAULTS, epochs_help="passes over the training windows",
+                       patience_help="stop after N epochs without a better validation loss (needs a "
+                       "--valid-fraction above 0)",
+                       seed_help="random seed of the weights and the window order; the same seed repeats a run "
+                       "exactly")
+    add_output_group(p, DEFAULTS, default_out="runs/regress-<target>-<time>")
 
 
 # -- resolving options ---------------------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _given(args) -> dict:
-    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None
-             and getattr(args, k) is not False}
-    if "train" in given:
-        given["train"] = str(Path(given["train"]).resolve())
-    return given
-
-
 def _columns(text: str | None, flag: str) -> list[str] | None:
     if text is None:
         return None
     cols = [c.strip() for c in text.split(",")]
     if not all(cols):
-        raise UsageError(f"{_flag(flag)} {text!r}: an empty column name; give names or numbers from 1 separated by "
+        raise UsageError(f"{flag_name(flag)} {text!r}: an empty column name; give names or numbers from 1 separated by "
                          "commas, e.g. close,volume")
     return cols
 
@@ -199,34 +160,6 @@ def _resolve(given: dict) -> dict:
         raise UsageError(f"--valid-fraction {o['valid_fraction']:g} + --test-fraction {o['test_fraction']:g} leave "
                          "less than 10% of the rows to train on; lower them")
     return o
-
-
-def _resume(given: dict):
-    try:
-        checkpoint = load_checkpoint(given["resume"], prefer="last")
-    except CheckpointError as exc:
-        raise UsageError(f"--resume {exc}") from None
-    stored = checkpoint.meta.get("run")
-    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
-        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
-    if stored.get("kind") != "regress":
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
-                         f"{stored.get('kind')} --resume ...'")
-    for k, v in given.items():
-        if k not in RESUMABLE and stored.get(k) != v:
-            raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop it — "
-                             "a resumed run continues with its own options")
-    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
-         **{k: v for k, v in given.items() if k in RESUMABLE}}
-    o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
-                                       else checkpoint.path)
-    return o, checkpoint
-
-
-def _train_options(o: dict) -> TrainOptions:
-    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], weight_decay=o["weight_decay"],
-                        clip_norm=o["clip_norm"], patience=o["patience"], seed=o["seed"], log_every=o["log_every"],
-                        max_steps=o["max_steps"], max_minutes=o["max_minutes"], quiet=o["quiet"])
 
 
 def _model(o: dict, data: SeriesDataset):
@@ -254,10 +187,8 @@ def _dataset(o: dict, checkpoint) -> SeriesDataset:
 
 
 def _out_dir(o: dict) -> Path:
-    if o["out"]:
-        return Path(o["out"])
     target = "".join(c if c.isalnum() or c in "-_" else "_" for c in o["target"])[:40]
-    return Path("runs") / f"regress-{target}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return out_dir(o["out"], f"regress-{target}")
 
 
 def _eval_stride(data: SeriesDataset) -> int:
@@ -294,23 +225,11 @@ def _report(split: str, weights: str, m: dict, data: SeriesDataset) -> str:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    given = _given(args)
-    checkpoint = None
-    if "resume" in given:
-        o, checkpoint = _resume(given)
-    else:
-        o = _resolve(given)
+    given = given_flags(args, _FLAGS)
+    o, checkpoint = resume_run(given, "regress", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = _out_dir(o)
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
-    try:
-        device = torch.device(o["device"])
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
+    refuse_existing_run(out, checkpoint)
+    device = torch_device(o["device"], o["threads"])
 
     data = _dataset(o, checkpoint)
     sources = {"train": {"name": o["train"], "sha256": sha256_file(o["train"]), "rows": data.n_rows}}
@@ -325,18 +244,14 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(o["seed"])  # the initial weights
     try:
         model = build(checkpoint.meta["model"]) if checkpoint else _model(o, data)
-        options = _train_options(o)
+        options = train_options(o)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
     task = RegressionTask(model, device=device)
     meta = {"task": "series", "run": o, "sources": sources, "series": data.to_json()}
     trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    if checkpoint is not None:
-        try:
-            trainer.restore(checkpoint)
-        except (CheckpointError, ValueError) as exc:
-            raise UsageError(f"--resume {exc}") from None
+    restore(trainer, checkpoint)
 
     time_col = f"; time column {data.time_column!r} (not a feature)" if data.time_column else ""
     ahead = f"the next {data.horizon} values" if data.horizon > 1 else "the next value"
@@ -344,10 +259,7 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(data.target_names)}{time_col}; {data.window} rows → {ahead}"
           + (" at every step" if data.per_step else "") + f"; {data.describe()}; normalised with the train rows' "
           "mean and std", flush=True)
-    try:
-        engine = backend_name(device)  # builds the C++ engine now (first use only), outside --max-minutes
-    except (ValueError, RuntimeError) as exc:  # a bad RNNLAB_BACKEND, or a forced backend that cannot run
-        raise UsageError(" ".join(str(exc).split())) from None
+    engine = engine_name(device)
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     shape = "a value at every step" if data.per_step else "last state → values"
@@ -356,33 +268,12 @@ def run(args: argparse.Namespace) -> int:
           + (f", dropout {c['dropout']:g}" if c["dropout"] else "")
           + f"; {n_params:,} parameters; batches of {o['batch_size']} windows; engine {engine}; the loss is the MSE "
           "in normalised units", flush=True)
-    budget = f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""
-    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
-               f"{trainer.progress['batch']}") if checkpoint else ""
-    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}; writing "
-          f"{out}{resumed}", flush=True)
+    print(train_line(options, trainer, out, checkpoint), flush=True)
 
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
-
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = trainer.fit()
-    except TrainingError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-    if summary["stopped"] not in ("done", "patience"):
+    summary = fit_with_stop_handler(trainer)
+    if summary["stopped"] not in FINISHED:
         return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
-    best_dir = out / "best" if (out / "best").exists() else out / "last"
-    load_checkpoint(best_dir).load_model(model)
+    best_dir = load_best_weights(out, model)
     log = MetricsLog(out / "metrics.jsonl")
     for split, fraction in (("valid", o["valid_fraction"]), ("test", o["test_fraction"])):
         if not fraction:

@@ -6,23 +6,20 @@ weights. ``--resume DIR`` continues a stopped run exactly where it stopped.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import signal
-import threading
-import time
-from pathlib import Path
 
 import torch
 
 from ..data.conllu import COLUMNS, TaggingVocab, read_conllu_sentences
+from ..data.series import sha256_file
 from ..data.text import DataError
-from ..engine import backend_name
 from ..models.tagger import CELLS, build_tagger
-from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger
-from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from ..train.trainer import Trainer
+from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
+    engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
+    restore, resume_run, torch_device, train_line, train_options
+from .options import UsageError, float_range, int_range, positive_int
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -78,16 +75,12 @@ examples:
 
 def add_train_parser(sub, parents) -> argparse.ArgumentParser:
     helptext = "part-of-speech tagger from CoNLL-U: word ⊕ char features → BiLSTM → tags"
-    p = sub.add_parser("tag", parents=parents, help=helptext, description=__doc__.split("\n\n")[0].replace("``", "'"),
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_options(p)
-    p.set_defaults(run=run, model_kind="tag")
-    return p
+    return add_kind_parser(sub, "tag", parents, helptext=helptext, doc=__doc__, epilog=EPILOG,
+                           add_options=_add_options, run=run)
 
 
 def _d(name: str) -> str:
-    v = DEFAULTS[name]
-    return f" (default: {'none' if v is None else v})"
+    return default_text(DEFAULTS, name)
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -124,48 +117,11 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="replace a training word by <unk> with probability P (helps unknown words)"
                    + _d("word_dropout"))
 
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help="passes over the data"
-                   + _d("epochs"))
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + _d("optimizer"))
-    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + _d("lr"))
-    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
-                   help="weight decay (default: the optimizer's own)")
-    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
-                   "exceeds C" + _d("clip_norm"))
-    g.add_argument("--patience", type=positive_int, metavar="N", help="stop after N epochs without a better "
-                   "validation loss (needs --valid)")
-    g.add_argument("--seed", type=int_range(0), metavar="S", help="random seed; the same seed repeats a run "
-                   "exactly" + _d("seed"))
-    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
-    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + _d("device"))
-    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
-
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run directory for last/, best/ and metrics.jsonl (default: "
-                   "runs/tag-<column>-<time>)")
-    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
-    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
-                   + _d("log_every"))
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
-                   "summary line per epoch remains)")
+    add_training_group(p, DEFAULTS)
+    add_output_group(p, DEFAULTS, default_out="runs/tag-<column>-<time>")
 
 
 # -- resolving options ---------------------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _given(args) -> dict:
-    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None
-             and getattr(args, k) is not False}
-    for k in ("train", "valid", "test"):
-        if k in given:
-            given[k] = str(Path(given[k]).resolve())
-    return given
-
-
 def _resolve(given: dict) -> dict:
     o = {**DEFAULTS, "train": None, "valid": None, "test": None, "quiet": False, "out": None, **given}
     o["kind"] = "tag"
@@ -177,44 +133,12 @@ def _resolve(given: dict) -> dict:
     return o
 
 
-def _resume(given: dict):
-    try:
-        checkpoint = load_checkpoint(given["resume"], prefer="last")
-    except CheckpointError as exc:
-        raise UsageError(f"--resume {exc}") from None
-    stored = checkpoint.meta.get("run")
-    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
-        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
-    if stored.get("kind") != "tag":
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
-                         f"{stored.get('kind')} --resume ...'")
-    for k, v in given.items():
-        if k not in RESUMABLE and stored.get(k) != v:
-            raise UsageError(f"{_flag(k)} cannot change when resuming (the run used {stored.get(k)!r}); drop it — "
-                             "a resumed run continues with its own options")
-    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
-         **{k: v for k, v in given.items() if k in RESUMABLE}}
-    o["out"] = given.get("out") or str(checkpoint.path.parent if checkpoint.path.name in ("last", "best")
-                                       else checkpoint.path)
-    return o, checkpoint
-
-
-def _train_options(o: dict) -> TrainOptions:
-    return TrainOptions(epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"], weight_decay=o["weight_decay"],
-                        clip_norm=o["clip_norm"], patience=o["patience"], seed=o["seed"], log_every=o["log_every"],
-                        max_steps=o["max_steps"], max_minutes=o["max_minutes"], quiet=o["quiet"])
-
-
 def _model_config(o: dict, vocab: TaggingVocab) -> dict:
     return {"kind": "bi_rnn_tagger", "num_words": len(vocab.words), "num_chars": len(vocab.chars),
             "num_tags": len(vocab.tags), "emb": o["emb"], "char_emb": o["char_emb"], "char_hidden": o["char_hidden"],
             "char_cell": o["char_cell"], "hidden": o["hidden"], "layers": o["layers"], "cell": o["cell"],
             "dropout": o["dropout"], "word_dropout": o["word_dropout"], "pad_id": vocab.words.pad_id,
             "unk_id": vocab.words.unk_id}
-
-
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _read(o: dict, sources: dict | None):
@@ -229,20 +153,14 @@ def _read(o: dict, sources: dict | None):
         try:
             data[split] = read_conllu_sentences(path, o["column"])
         except DataError as exc:
-            raise UsageError(f"{_flag(split)} {exc}") from None
-        record[split] = {"name": path, "sha256": _sha256(path), "sentences": len(data[split]),
+            raise UsageError(f"{flag_name(split)} {exc}") from None
+        record[split] = {"name": path, "sha256": sha256_file(path), "sentences": len(data[split]),
                          "words": sum(len(s.words) for s in data[split])}
         want = ((sources or {}).get(split) or {}).get("sha256")
         if split != "test" and want is not None and want != record[split]["sha256"]:
             raise UsageError(f"{path}: the {split} file changed since the checkpoint was written; resuming needs "
                              "the same data")
     return data, record
-
-
-def _out_dir(o: dict) -> Path:
-    if o["out"]:
-        return Path(o["out"])
-    return Path("runs") / f"tag-{o['column']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _pct(x) -> str:
@@ -265,23 +183,11 @@ def _per_tag_table(m: dict) -> str:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    given = _given(args)
-    checkpoint = None
-    if "resume" in given:
-        o, checkpoint = _resume(given)
-    else:
-        o = _resolve(given)
-    out = _out_dir(o)
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
-    try:
-        device = torch.device(o["device"])
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {o['device']}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
+    given = given_flags(args, _FLAGS)
+    o, checkpoint = resume_run(given, "tag", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    out = out_dir(o["out"], f"tag-{o['column']}")
+    refuse_existing_run(out, checkpoint)
+    device = torch_device(o["device"], o["threads"])
 
     data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
     try:
@@ -298,15 +204,14 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(o["seed"])  # the initial weights
     try:
         model = build_tagger(checkpoint.meta["model"] if checkpoint else _model_config(o, vocab))
-        options = _train_options(o)
+        options = train_options(o)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
     task = TaggingTask(model, device)
     meta = {"task": "tagging", "vocab": vocab.to_json(), "run": o, "sources": sources}
     trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
+    restore(trainer, checkpoint)
 
     s = sources["train"]
     print(f"data: {o['train']}: {s['sentences']:,} sentences, {s['words']:,} words"
@@ -314,43 +219,19 @@ def run(args: argparse.Namespace) -> int:
                     if split in sources)
           + f"; {len(vocab.words):,} words, {len(vocab.chars):,} characters, {len(vocab.tags)} "
           f"{o['column'].upper()} tags", flush=True)
-    try:
-        engine = backend_name(device)  # builds the C++ engine now (first use only), outside --max-minutes
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(" ".join(str(exc).split())) from None
+    engine = engine_name(device)
     c = model.config
     chars = (f"char Bi{c['char_cell'].upper()}({c['char_hidden']}) ⊕ " if c["char_hidden"] else "")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: emb {c['emb']} ⊕ {chars}{c['layers']} x rnnlab Bi{c['cell'].upper()}({c['hidden']}) tagger, "
           f"dropout {c['dropout']:g}" + (f", word dropout {c['word_dropout']:g}" if c["word_dropout"] else "")
           + f"; {n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
-    budget = f", at most {o['max_minutes']:g} min" if o["max_minutes"] else ""
-    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
-               f"{trainer.progress['batch']}") if checkpoint else ""
-    print(f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}; writing "
-          f"{out}{resumed}", flush=True)
+    print(train_line(options, trainer, out, checkpoint), flush=True)
 
-    previous = signal.getsignal(signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch, save last/, stop; a second one interrupts
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
-
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = trainer.fit()
-    except TrainingError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-    if summary["stopped"] not in ("done", "patience"):
+    summary = fit_with_stop_handler(trainer)
+    if summary["stopped"] not in FINISHED:
         return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
-    best_dir = out / "best" if (out / "best").exists() else out / "last"
-    load_checkpoint(best_dir).load_model(model)
+    best_dir = load_best_weights(out, model)
     log = MetricsLog(out / "metrics.jsonl")
     for split, batches in (("valid", valid), ("test", test)):
         if batches is None:

@@ -1,0 +1,257 @@
+"""What the training commands share (``rnnlab train lm|ngram|tag|classify|regress`` and, in part, ``rnnlab task``):
+the "training" and "output" option groups, the flags given on the command line, resuming a run, the device, the
+``TrainOptions`` of a run, the ``train:`` line, and ``Trainer.fit()`` under a Ctrl-C handler.
+
+Each command keeps its own DEFAULTS (every default next to its reason), its RESUMABLE flags and its help texts where
+they differ; the option groups here take them as arguments. Flags default to None in argparse so that "given on the
+command line" can be told from "left at its default" (``given_flags``), which ``resume_run`` relies on.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from ..engine import backend_name
+from ..train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
+from .options import UsageError, float_range, int_range, positive_float, positive_int
+
+# How Trainer.fit() ended when the run reached its real end (not max-steps, max-minutes or Ctrl-C).
+FINISHED = ("done", "patience")
+
+
+# -- options -------------------------------------------------------------------------------------------------------
+def add_kind_parser(sub, kind: str, parents, *, helptext: str, doc: str, epilog: str,
+                    add_options: Callable[[argparse.ArgumentParser], None],
+                    run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """The ``rnnlab train KIND`` parser of a model kind with a module of its own: described by the first paragraph
+    of the module's ``doc``, its options added by ``add_options``, run by ``run``."""
+    p = sub.add_parser(kind, parents=parents, help=helptext, description=doc.split("\n\n")[0].replace("``", "'"),
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p)
+    p.set_defaults(run=run, model_kind=kind)
+    return p
+
+
+def flag_name(name: str) -> str:
+    """``max_steps`` → ``--max-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def default_text(defaults: dict, name: str) -> str:
+    """`` (default: V)`` for the end of a help text; ``none`` for None."""
+    v = defaults[name]
+    return f" (default: {'none' if v is None else v})"
+
+
+def add_training_group(p: argparse.ArgumentParser, defaults: dict, *, epochs_help: str = "passes over the data",
+                       patience_help: str = "stop after N epochs without a better validation loss (needs --valid)",
+                       seed_help: str = "random seed; the same seed repeats a run exactly",
+                       schedule: bool = False) -> argparse._ArgumentGroup:
+    """The "training" group: --epochs, --optimizer, --lr, --weight-decay, --clip-norm, --patience, --seed,
+    --max-minutes, --max-steps, --device, --threads. ``schedule`` adds SGD momentum, --clip-value and the lr decay
+    flags (--lr-decay, --decay-start, --plateau)."""
+    def d(name: str) -> str:
+        return default_text(defaults, name)
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int_range(1, 1_000_000), metavar="N", help=epochs_help + d("epochs"))
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer" + d("optimizer"))
+    g.add_argument("--lr", type=float_range(0.0, 1000.0), metavar="LR", help="learning rate" + d("lr"))
+    if schedule:
+        g.add_argument("--momentum", type=float_range(0.0, 0.999, lo_open=False), metavar="M", help="SGD momentum"
+                       + d("momentum"))
+    g.add_argument("--weight-decay", type=float_range(0.0, lo_open=False), metavar="W",
+                   help="weight decay (default: the optimizer's own)")
+    g.add_argument("--clip-norm", type=positive_float, metavar="C", help="rescale gradients whose total norm "
+                   "exceeds C" + d("clip_norm"))
+    if schedule:
+        g.add_argument("--clip-value", type=positive_float, metavar="V", help="clamp every gradient element to "
+                       "[-V, V] instead of --clip-norm")
+        g.add_argument("--lr-decay", type=float_range(0.0, 1.0), metavar="F", help="multiply the lr by F after each "
+                       "epoch from --decay-start on (or on a plateau with --plateau); default 0.5, 0.25 with "
+                       "--plateau")
+        g.add_argument("--decay-start", type=int_range(0), metavar="E", help="step decay: the first E epochs run at "
+                       "--lr (default: 1)")
+        g.add_argument("--plateau", action="store_true", default=None, help="multiply the lr by --lr-decay whenever "
+                       "the validation loss does not improve")
+    g.add_argument("--patience", type=positive_int, metavar="N", help=patience_help)
+    g.add_argument("--seed", type=int_range(0), metavar="S", help=seed_help + d("seed"))
+    g.add_argument("--max-minutes", type=positive_float, metavar="M", help="stop after M minutes (saves last/)")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
+    g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + d("device"))
+    g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+    return g
+
+
+def add_output_group(p: argparse.ArgumentParser, defaults: dict, *, default_out: str,
+                     more: Callable[[argparse._ArgumentGroup], None] | None = None) -> argparse._ArgumentGroup:
+    """The "output" group: --out (``default_out`` names the directory used without it), --resume, --log-every,
+    the command's own output flags (``more(group)``), --quiet."""
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help=f"run directory for last/, best/ and metrics.jsonl (default: "
+                   f"{default_out})")
+    g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
+    g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
+                   + default_text(defaults, "log_every"))
+    if more is not None:
+        more(g)
+    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
+                   "summary line per epoch remains)")
+    return g
+
+
+def given_flags(args: argparse.Namespace, flags: Iterable[str], *, keep_false: bool = False) -> dict:
+    """The flags given on the command line: argparse left the others at None (and a plain ``store_true`` flag at
+    False, dropped unless ``keep_false``: --no-X of a BooleanOptionalAction is given as False). --train, --valid and
+    --test become absolute paths, so a resumed run can be compared and continued from any directory."""
+    given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None
+             and (keep_false or getattr(args, k) is not False)}
+    for k in ("train", "valid", "test"):
+        if k in given:
+            given[k] = str(Path(given[k]).resolve())
+    return given
+
+
+def train_options(o) -> TrainOptions:
+    """The ``TrainOptions`` of a run's resolved options (a dict, or the Namespace of 'rnnlab task'): the training
+    flags the command has; the others keep TrainOptions' defaults. With the lr schedule flags (``schedule=True`` in
+    ``add_training_group``): --plateau, else a step decay when --lr-decay is given, else a constant lr."""
+    o = vars(o) if isinstance(o, argparse.Namespace) else o
+    kw = {k: o[k] for k in ("epochs", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "clip_value",
+                            "patience", "seed", "log_every", "max_steps", "max_minutes", "checkpoint_every", "quiet")
+          if k in o}
+    if "lr_decay" in o:
+        schedule = "plateau" if o["plateau"] else ("step" if o["lr_decay"] is not None else "constant")
+        kw.update(schedule=schedule,
+                  lr_decay=o["lr_decay"] if o["lr_decay"] is not None else (0.25 if schedule == "plateau" else 0.5),
+                  decay_start=o["decay_start"] if o["decay_start"] is not None else 1)
+    return TrainOptions(**kw)
+
+
+# -- resuming ------------------------------------------------------------------------------------------------------
+def open_checkpoint(path: str) -> Checkpoint:
+    """The checkpoint --resume names (a run directory: its last/)."""
+    try:
+        return load_checkpoint(path, prefer="last")
+    except CheckpointError as exc:
+        raise UsageError(f"--resume {exc}") from None
+
+
+def run_dir(checkpoint: Checkpoint) -> str:
+    """The run directory a checkpoint belongs to (the parent of last/ or best/)."""
+    path = checkpoint.path
+    return str(path.parent if path.name in ("last", "best") else path)
+
+
+def cannot_change(name: str, used) -> UsageError:
+    return UsageError(f"{flag_name(name)} cannot change when resuming (the run used {used!r}); drop it — a resumed run "
+                      "continues with its own options")
+
+
+def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint]:
+    """(the options of the 'rnnlab train KIND' run in ``given["resume"]`` with the ``resumable`` flags of this
+    command line, its checkpoint). Another flag given with a value other than the run's is an error. The budget
+    (--max-steps, --max-minutes) is per call: not given = none."""
+    checkpoint = open_checkpoint(given["resume"])
+    stored = checkpoint.meta.get("run")
+    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
+        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
+    if stored.get("kind") != kind:
+        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
+                         f"{stored.get('kind')} --resume ...'")
+    for k, v in given.items():
+        if k not in resumable and stored.get(k) != v:
+            raise cannot_change(k, stored.get(k))
+    o = {**stored, **{k: given.get(k) for k in ("max_minutes", "max_steps")},
+         **{k: v for k, v in given.items() if k in resumable}}
+    o["out"] = given.get("out") or run_dir(checkpoint)
+    return o, checkpoint
+
+
+def restore(trainer: Trainer, checkpoint: Checkpoint | None) -> None:
+    """Continue ``trainer`` from ``checkpoint`` (None: a new run)."""
+    if checkpoint is None:
+        return
+    try:
+        trainer.restore(checkpoint)
+    except (CheckpointError, ValueError) as exc:
+        raise UsageError(f"--resume {exc}") from None
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+def out_dir(out: str | None, stem: str) -> Path:
+    """--out, or runs/STEM-<time>."""
+    return Path(out) if out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def refuse_existing_run(out: Path, checkpoint: Checkpoint | None) -> None:
+    """A new run must not overwrite the checkpoints of another in the same --out."""
+    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
+        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
+
+
+def torch_device(name: str, threads: int | None) -> torch.device:
+    """Set --threads and check that --device works here."""
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UsageError(f"--device {name}: not usable here ({' '.join(str(exc).split())[:120]}); "
+                         "use --device cpu") from None
+    return device
+
+
+def engine_name(device: torch.device) -> str:
+    """The engine backend; asking builds the C++ engine now (first use only), not inside the --max-minutes budget."""
+    try:
+        return backend_name(device)
+    except (ValueError, RuntimeError) as exc:  # a bad RNNLAB_BACKEND, or a forced backend that cannot run
+        raise UsageError(" ".join(str(exc).split())) from None
+
+
+def train_line(options: TrainOptions, trainer: Trainer, out: Path, checkpoint: Checkpoint | None,
+               note: str = "") -> str:
+    """``train: OPTIMIZER lr LR, N epochs[, at most S steps][, at most M min][NOTE]; writing OUT[; resuming ...]``"""
+    budget = "".join([f", at most {options.max_steps} steps" if options.max_steps else "",
+                      f", at most {options.max_minutes:g} min" if options.max_minutes else ""])
+    resumed = (f"; resuming {checkpoint.path} at epoch {trainer.progress['epoch'] + 1}, batch "
+               f"{trainer.progress['batch']}") if checkpoint else ""
+    return (f"train: {options.optimizer} lr {trainer.progress['lr']:g}, {options.epochs} epochs{budget}{note}; "
+            f"writing {out}{resumed}")
+
+
+def fit_with_stop_handler(trainer: Trainer) -> dict:
+    """``trainer.fit()``'s summary. The first Ctrl-C finishes the batch, saves last/ and stops (the summary says
+    'interrupted'); a second one interrupts. A TrainingError (e.g. a loss gone NaN) is a UsageError."""
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        trainer.request_stop()
+
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return trainer.fit()
+    except TrainingError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def load_best_weights(out: Path, model) -> Path:
+    """Load best/ (or last/ when no validation picked a best) of the run in ``out`` into ``model``; the directory."""
+    weights = out / "best" if (out / "best").exists() else out / "last"
+    load_checkpoint(weights).load_model(model)
+    return weights

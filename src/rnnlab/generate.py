@@ -130,11 +130,16 @@ def _decode_stepwise(model, start, max_tokens, greedy, temperature, top_k, top_p
 
 @torch.no_grad()
 def beam_search(model: nn.Module, start: list[int], max_tokens: int, beam_width: int = 5,
-                length_penalty: float = 1.0, stop_id: int | None = None) -> list[tuple[list[int], float]]:
+                length_penalty: float = 1.0, stop_id: int | None = None, *,
+                keep_width: bool = True) -> list[tuple[list[int], float]]:
     """Beam search from the token ids ``start``: [(continuation ids, score)], best first, where score is the
     continuation's total log-probability divided by ``len ** length_penalty``. A beam ends when it produces
     ``stop_id`` or reaches ``max_tokens``. With a beam as wide as all sequences (V ** (max_tokens - 1)) this is
-    exhaustive search."""
+    exhaustive search.
+
+    ``keep_width``: True reads the best 2W extensions at each step, so W beams stay live after some finish (then
+    width 1 is not greedy decoding: a finished runner-up can win); False reads only the best W - (finished so far),
+    so a beam that produces ``stop_id`` leaves for good (the beam narrows) — then width 1 is exactly greedy."""
     device = _device(model)
     x = torch.tensor(start, device=device).unsqueeze(1)  # (T, 1)
     logits, state = model(x, model.init_state(1, device))  # (T, 1, V)
@@ -150,8 +155,11 @@ def beam_search(model: nn.Module, start: list[int], max_tokens: int, beam_width:
     for t in range(max_tokens):
         last_step = t == max_tokens - 1
         cand = (scores[:, None] + logp).flatten()  # (W*V,)
-        # The best 2W extensions: at most W of them end with stop_id, so W live beams remain.
-        top = torch.topk(cand, min(beam_width if last_step else 2 * beam_width, cand.numel()))
+        if keep_width:  # the best 2W extensions: at most W of them end with stop_id, so W live beams remain
+            wide = beam_width if last_step else 2 * beam_width
+        else:  # the best W - (finished) extensions: each finished beam leaves the beam for good
+            wide = beam_width - len(finished)
+        top = torch.topk(cand, min(wide, cand.numel()))
         keep_beam, keep_tok, keep_score = [], [], []
         for score, idx in zip(top.values.tolist(), top.indices.tolist()):
             b, tok = divmod(idx, V)

@@ -11,15 +11,16 @@ import re
 import sys
 import traceback
 
-from . import demo, predict, task, train
+from . import demo, diagnose, predict, task, train
 from . import eval as eval_cmd
 from . import generate as generate_cmd
+from . import translate
 from .options import UsageError
 
 PROG = "rnnlab"
 
 # Each subcommand module provides add_parser(subparsers, parents) and run(args) -> int.
-SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict)
+SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict, translate, diagnose)
 
 EPILOG = """\
 examples:
@@ -35,6 +36,8 @@ examples:
   rnnlab train regress --train series.csv --target value --window 30
                                       next-value forecasting on a numeric CSV, against the last-value baseline
   rnnlab task parity                  a synthetic memory task (parity, adding, copy, mnist), trained and tested
+  rnnlab diagnose --task adding --cell rnn_tanh --length 100
+                                      does the gradient vanish or explode through time? figures + report.html
   rnnlab predict runs/tagger --file sentences.txt
                                       tag (or classify) new sentences with a trained tagger (or classifier)
   rnnlab --debug demo ...             show the full traceback when something fails

@@ -17,6 +17,7 @@ from ..train.metrics import MetricsLog, lm_metrics
 from ..train.trainer import Trainer
 from . import train_classify
 from . import train_regress
+from . import train_seq2seq
 from . import train_tag
 from .common import FINISHED, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, restore, \
@@ -87,7 +88,7 @@ examples:
 
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
 # add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
-OTHER_KINDS: tuple = (train_tag, train_regress, train_classify)
+OTHER_KINDS: tuple = (train_tag, train_regress, train_classify, train_seq2seq)
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

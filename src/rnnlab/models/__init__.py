@@ -6,8 +6,11 @@ from .lm import CELLS as CELLS
 from .lm import NGramLM as NGramLM
 from .lm import RecurrentLM as RecurrentLM
 from .lm import build_model as build_model
+from .seq2seq import ConditionalDecoder as ConditionalDecoder
+from .seq2seq import Seq2Seq as Seq2Seq
+from .seq2seq import build_seq2seq as build_seq2seq
 from .tagger import BiRNNTagger as BiRNNTagger
 from .tagger import build_tagger as build_tagger
 
-__all__ = ["CELLS", "BiRNNTagger", "NGramLM", "RecurrentLM", "SequenceClassifier", "SequenceTagger", "build_model",
-           "build_sequence_model", "build_tagger"]
+__all__ = ["CELLS", "BiRNNTagger", "ConditionalDecoder", "NGramLM", "RecurrentLM", "Seq2Seq", "SequenceClassifier",
+           "SequenceTagger", "build_model", "build_seq2seq", "build_sequence_model", "build_tagger"]

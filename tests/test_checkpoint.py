@@ -2,7 +2,10 @@
 bit-for-bit the weights of an uninterrupted one."""
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +159,147 @@ def test_checkpoint_saved_on_gpu_loads_on_cpu(tmp_path):
     assert all(torch.equal(a.cpu(), b) for a, b in zip(model.state_dict().values(), cpu.state_dict().values()))
     torch.optim.Adam(cpu.parameters()).load_state_dict(c.optimizer_state())
     assert c.carry()[0].device.type == "cpu"
+
+
+# -- no code in checkpoints ---------------------------------------------------------------------------------------
+class _Evil:
+    """Unpickling this creates the file ``marker`` (any code could run instead)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_files_are_refused_and_never_unpickled(tmp_path, monkeypatch):
+    import io
+    import pickle
+
+    model = NGramLM(5, order=2, hidden=3)
+    marker = tmp_path / "code-ran"
+    evil = _Evil(marker)
+    zipped, legacy = io.BytesIO(), io.BytesIO()
+    torch.save({"w": evil, **model.state_dict()}, zipped)
+    torch.save({"w": evil}, legacy, _use_new_zipfile_serialization=False)
+    payloads = {"zip": zipped.getvalue(), "legacy": legacy.getvalue(), "pickle": pickle.dumps(evil, protocol=4)}
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, lambda *a, **k: pytest.fail("pickle used"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+
+    def fresh(name):
+        return save_checkpoint(tmp_path / name, model, torch.optim.Adam(model.parameters()), {"n": 1})
+
+    never = "rnnlab never unpickles"
+    for kind, data in payloads.items():
+        path = fresh(kind)
+        (path / "model.safetensors").write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{kind}/model\.safetensors: holds a .*; {never}"):
+            load_checkpoint(path)
+    path = fresh("json")
+    (path / "checkpoint.json").write_bytes(payloads["pickle"])
+    with pytest.raises(CheckpointError, match=rf"json/checkpoint\.json: holds a pickle \(protocol 4.*{never}"):
+        load_checkpoint(path)
+    for extra in ("weights.pt", "opt.pkl"):
+        path = fresh(extra)
+        (path / extra).write_bytes(payloads["zip"])
+        with pytest.raises(CheckpointError, match=rf"{extra}: holds a \.(pt|pkl) file .*{never}"):
+            load_checkpoint(path)
+    # A file swapped after the checkpoint was opened is refused when it is read.
+    c = load_checkpoint(fresh("late"))
+    (c.path / "optim.safetensors").write_bytes(payloads["legacy"])
+    with pytest.raises(CheckpointError, match=rf"optim\.safetensors: holds a pickle .*{never}"):
+        c.optimizer_state()
+    assert not marker.exists()
+    # A real safetensors file whose header length happens to begin like a pickle (0x80 0x02) still loads.
+    assert load_checkpoint(fresh("ok")).model_state()
+
+
+# -- SIGKILL in the middle of saves ---------------------------------------------------------------------------------
+_KILLER = r'''
+import json, os, random, signal, sys, time
+from pathlib import Path
+import torch
+from torch import nn
+from rnnlab.train import Trainer, TrainOptions, load_checkpoint, save_checkpoint
+from rnnlab.train.checkpoint import rng_state
+
+torch.set_num_threads(1)
+out, kills, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+data = [torch.randn(8, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+
+
+def build(**kw):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 160), nn.Tanh(), nn.Linear(160, 64))
+    trainer = Trainer(model, lambda x: (model(x) - x).pow(2).mean(), data, None,
+                      TrainOptions(epochs=1000, quiet=True, progress=False, **kw), print_fn=lambda s: None)
+    return model, trainer
+
+
+model, trainer = build()
+model(data[0]).sum().backward()
+trainer.optimizer.step()  # Adam state to save
+
+
+def save(i):
+    """Checkpoint i: every weight, optimizer tensor, carried and extra tensor equals i, so a mixture shows."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(i)
+        for st in trainer.optimizer.state.values():
+            for t in st.values():
+                t.fill_(i)
+    trainer.progress["step"] = i
+    meta = {"i": i, "trainer": trainer.progress, "rng": rng_state(), "model": None}
+    save_checkpoint(out / "last", model, trainer.optimizer, meta, carry=(torch.full((2, 3), float(i)),),
+                    extra={"x": torch.full((7,), float(i))})
+
+
+def check(c, i):
+    assert all(bool((t == i).all()) for t in c.model_state().values()), i
+    state = c.optimizer_state()["state"]
+    assert state and all(bool((t == i).all()) for st in state.values() for t in st.values()), i
+    assert bool((c.carry()[0] == i).all()) and bool((c.extra()["x"] == i).all()), i
+
+
+i, mid_save = 1, 0
+save(1)  # a complete checkpoint before the first kill
+for k in range(kills):
+    pid = os.fork()
+    if pid == 0:  # the child saves checkpoints i+1, i+2, ... until it is killed
+        try:
+            j = i
+            while True:
+                j += 1
+                save(j)
+        finally:
+            os._exit(0)
+    time.sleep(rng.uniform(0.0, 0.12))  # a save takes tens of ms (its fsyncs): kills land in all its phases
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    mid_save += any(p.name != "last" for p in out.iterdir())  # killed with a temporary directory left
+    c = load_checkpoint(out / "last")
+    j = c.meta["i"]
+    assert j >= i, (j, i)  # never an older checkpoint than one already seen
+    check(c, j)
+    i = j
+    # Resume from it: the trainer restores it and trains on.
+    m2, t2 = build(max_steps=2)
+    t2.restore(c)
+    assert t2.fit()["stopped"] == "max_steps" and t2.progress["step"] == j + 2
+    assert all(bool(torch.isfinite(p).all()) and not bool((p == j).all()) for p in m2.parameters())
+save(i + 1)  # the next save removes the temporary directories the killed writers left
+assert sorted(p.name for p in out.iterdir()) == ["last"], sorted(out.iterdir())
+print(json.dumps({"kills": kills, "last": i, "killed_mid_save": mid_save}))
+'''
+
+
+def test_sigkill_during_saves_always_leaves_a_loadable_resumable_checkpoint(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", _KILLER, str(tmp_path / "run"), "30", "7"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["kills"] == 30 and report["last"] > 1  # the children did save

@@ -159,10 +159,15 @@ def test_early_stopping_and_best_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "last").meta["trainer"]["epoch"] == 4
 
 
-def test_nan_loss_stops_with_advice():
+def test_nan_loss_is_skipped_not_fatal():
     model = nn.Linear(2, 1)
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 1 .* lower the learning rate"):
-        Trainer(model, lambda b: model.weight.sum() * float("nan"), ["x"], None, quiet(epochs=1)).fit()
+    w0 = model.weight.detach().clone()
+    lines = []
+    summary = Trainer(model, lambda b: model.weight.sum() * float("nan"), ["x"], None, quiet(epochs=1),
+                      print_fn=lines.append).fit()
+    assert summary["stopped"] == "done" and summary["skipped_batches"] == 1 and torch.equal(model.weight, w0)
+    assert lines[0].startswith("  fault at epoch 1 batch 1/1 (step 1): the loss became nan; skipped the update")
+    assert "train loss nan" in lines[1] and "(1 bad batches skipped)" in lines[1]
 
 
 def test_bad_options_fail_loudly():
@@ -174,6 +179,14 @@ def test_bad_options_fail_loudly():
         TrainOptions(lr=-1)
     with pytest.raises(ValueError, match="momentum is an SGD option"):
         TrainOptions(momentum=0.9)
+    with pytest.raises(ValueError, match="spike_factor must be a number > 1 .* or None"):
+        TrainOptions(spike_factor=1.0)
+    with pytest.raises(ValueError, match="fault_lr_factor must be a number > 0 and <= 1"):
+        TrainOptions(fault_lr_factor=0)
+    with pytest.raises(ValueError, match="max_rollbacks must be an integer >= 0"):
+        TrainOptions(max_rollbacks=-1)
+    with pytest.raises(ValueError, match="fault_patience must be an integer >= 1"):
+        TrainOptions(fault_patience=0)
     model = nn.Linear(2, 1)
     with pytest.raises(ValueError, match="'plateau' .* no validation data"):
         Trainer(model, lambda b: model.weight.sum(), ["x"], None, TrainOptions(schedule="plateau"))

@@ -1,6 +1,6 @@
 """What the training commands share (``rnnlab train lm|ngram|tag|classify|regress`` and, in part, ``rnnlab task``):
 the "training" and "output" option groups, the flags given on the command line, resuming a run, the device, the
-``TrainOptions`` of a run, the ``train:`` line, and ``Trainer.fit()`` under a Ctrl-C handler.
+``TrainOptions`` of a run, the ``train:`` line, and ``Trainer.fit()`` under a Ctrl-C / SIGTERM handler.
 
 Each command keeps its own DEFAULTS (every default next to its reason), its RESUMABLE flags and its help texts where
 they differ; the option groups here take them as arguments. Flags default to None in argparse so that "given on the
@@ -12,6 +12,7 @@ import argparse
 import signal
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -24,6 +25,20 @@ from .options import UsageError, float_range, int_range, positive_float, positiv
 
 # How Trainer.fit() ended when the run reached its real end (not max-steps, max-minutes or Ctrl-C).
 FINISHED = ("done", "patience")
+# The fault-handling flags of the training group (TrainOptions' fields; their defaults and reasons are there). Every
+# training command takes them, and a resumed run may change them: e.g. a larger --max-rollbacks after a run gave up.
+FAULT_FLAGS = ("spike_factor", "spike_window", "fault_patience", "fault_lr_factor", "max_rollbacks")
+_FAULT_DEFAULTS = {f.name: f.default for f in fields(TrainOptions) if f.name in FAULT_FLAGS}
+
+
+def _spike_factor(text: str) -> float:
+    """--spike-factor: a number > 1, or 0 for no spike check."""
+    if text.strip() in ("0", "0.0", "off"):
+        return 0.0
+    return float_range(1.0)(text)
+
+
+_spike_factor.__name__ = "number"
 
 
 # -- options -------------------------------------------------------------------------------------------------------
@@ -87,7 +102,27 @@ def add_training_group(p: argparse.ArgumentParser, defaults: dict, *, epochs_hel
     g.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N updates (saves last/)")
     g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + d("device"))
     g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
+    add_fault_flags(g)
     return g
+
+
+def add_fault_flags(g) -> None:
+    """--spike-factor, --spike-window, --fault-patience, --fault-lr-factor, --max-rollbacks: what a bad batch (NaN
+    or Inf loss or gradient, or a loss spike) does. Their defaults are TrainOptions'."""
+    def d(name: str) -> str:
+        return default_text(_FAULT_DEFAULTS, name)
+
+    g.add_argument("--spike-factor", type=_spike_factor, metavar="F", help="a batch loss above F times the mean of "
+                   "the last --spike-window good batches is a spike: its update is skipped, like a NaN/Inf loss or "
+                   "gradient; 0 = no spike check" + d("spike_factor"))
+    g.add_argument("--spike-window", type=positive_int, metavar="N", help="good batches in that mean; also the "
+                   "fault-free updates between in-memory rollback points" + d("spike_window"))
+    g.add_argument("--fault-patience", type=positive_int, metavar="K", help="after K bad batches in a row, roll "
+                   "back to the last rollback point and multiply the lr by --fault-lr-factor" + d("fault_patience"))
+    g.add_argument("--fault-lr-factor", type=float_range(0.0, 1.0), metavar="F", help="lr multiplier at each "
+                   "rollback" + d("fault_lr_factor"))
+    g.add_argument("--max-rollbacks", type=int_range(0), metavar="N", help="give up (saving last/, keeping best/) "
+                   "when rollback N+1 is needed" + d("max_rollbacks"))
 
 
 def add_output_group(p: argparse.ArgumentParser, defaults: dict, *, default_out: str,
@@ -111,6 +146,7 @@ def given_flags(args: argparse.Namespace, flags: Iterable[str], *, keep_false: b
     """The flags given on the command line: argparse left the others at None (and a plain ``store_true`` flag at
     False, dropped unless ``keep_false``: --no-X of a BooleanOptionalAction is given as False). --train, --valid and
     --test become absolute paths, so a resumed run can be compared and continued from any directory."""
+    flags = (*flags, *(k for k in FAULT_FLAGS if k not in flags))  # every training command has them
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None
              and (keep_false or getattr(args, k) is not False)}
     for k in ("train", "valid", "test"):
@@ -127,6 +163,9 @@ def train_options(o) -> TrainOptions:
     kw = {k: o[k] for k in ("epochs", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "clip_value",
                             "patience", "seed", "log_every", "max_steps", "max_minutes", "checkpoint_every", "quiet")
           if k in o}
+    kw.update({k: o[k] for k in FAULT_FLAGS if o.get(k) is not None})  # not given: TrainOptions' defaults
+    if kw.get("spike_factor") == 0:
+        kw["spike_factor"] = None  # --spike-factor 0: no spike check
     if "lr_decay" in o:
         schedule = "plateau" if o["plateau"] else ("step" if o["lr_decay"] is not None else "constant")
         kw.update(schedule=schedule,
@@ -166,6 +205,7 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
     if stored.get("kind") != kind:
         raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
                          f"{stored.get('kind')} --resume ...'")
+    resumable = set(resumable) | set(FAULT_FLAGS)  # what a bad batch does, not what a good one computes
     for k, v in given.items():
         if k not in resumable and stored.get(k) != v:
             raise cannot_change(k, stored.get(k))
@@ -229,25 +269,32 @@ def train_line(options: TrainOptions, trainer: Trainer, out: Path, checkpoint: C
             f"writing {out}{resumed}")
 
 
+# The signals that stop a run gracefully: Ctrl-C, and what schedulers, `kill` and container runtimes send first.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def fit_with_stop_handler(trainer: Trainer) -> dict:
-    """``trainer.fit()``'s summary. The first Ctrl-C finishes the batch, saves last/ and stops (the summary says
-    'interrupted'); a second one interrupts. A TrainingError (e.g. a loss gone NaN) is a UsageError."""
-    previous = signal.getsignal(signal.SIGINT)
+    """``trainer.fit()``'s summary. The first Ctrl-C (SIGINT) or SIGTERM finishes the batch, saves a resumable last/
+    and stops (the summary says 'interrupted'); a second one of the same signal acts as it did before (Ctrl-C
+    raises KeyboardInterrupt, SIGTERM terminates). A TrainingError (training kept failing through its rollbacks) is
+    a UsageError."""
     in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    # getsignal() is None for a handler not set from Python: treat it as the default action.
+    previous = {s: signal.getsignal(s) or signal.SIG_DFL for s in STOP_SIGNALS} if in_main_thread else {}
 
-    def on_sigint(signum, frame):
-        signal.signal(signal.SIGINT, previous)
-        trainer.request_stop()
+    def on_signal(signum, frame):
+        signal.signal(signum, previous[signum])
+        trainer.request_stop("by SIGTERM" if signum == signal.SIGTERM else "")
 
-    if in_main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
+    for s in previous:
+        signal.signal(s, on_signal)
     try:
         return trainer.fit()
     except TrainingError as exc:
         raise UsageError(str(exc)) from None
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def load_best_weights(out: Path, model) -> Path:

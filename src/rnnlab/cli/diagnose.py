@@ -27,6 +27,7 @@ from ..engine.probe import probe
 from ..models.lm import CELLS
 from ..models.classifier import INITS
 from ..train.checkpoint import CheckpointError
+from ..train.compat import describe
 from ..train.supervised import load_sequence_model
 from ..train.trainer import Trainer
 from . import task as task_cmd
@@ -426,8 +427,9 @@ def _run_dir(args, out: Path, device) -> int:
         raise UsageError(f"RUN_DIR {' '.join(str(exc).split())}") from None
     stored = ckpt.meta.get("run")
     if not isinstance(stored, dict) or stored.get("kind") != "task" or "task" not in stored:
-        raise UsageError(f"RUN_DIR {ckpt.path}: not a run of 'rnnlab task' (diagnose regenerates a batch of the "
-                         "run's task from its stored options)")
+        raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a run of 'rnnlab task' (diagnose "
+                         "regenerates a batch of the run's task from its stored options); pass a run directory "
+                         "written by 'rnnlab task', or no RUN_DIR to diagnose a fresh model")
     ns = argparse.Namespace(**{k: v for k, v in stored.items() if k != "kind"})
     _, valid, test, _, task_cls = _setup(ns)
     data = valid if valid is not None else test

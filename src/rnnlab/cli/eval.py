@@ -9,7 +9,7 @@ import torch
 from ..data.text import DataError, LMStream, read_text
 from ..train.checkpoint import CheckpointError
 from ..train.lm import evaluate, load_lm
-from .options import UsageError, int_range
+from .options import UsageError, int_range, usable_device
 
 EPILOG = """\
 examples:
@@ -38,8 +38,9 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = usable_device(args.device)
     try:
-        model, vocab, ckpt = load_lm(args.checkpoint, prefer="best", device=torch.device(args.device))
+        model, vocab, ckpt = load_lm(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"CHECKPOINT {exc}") from None
     try:

@@ -10,7 +10,7 @@ from ..data.text import DataError
 from ..generate import generate
 from ..train.checkpoint import CheckpointError
 from ..train.lm import load_lm
-from .options import UsageError, float_range, int_range, positive_float
+from .options import UsageError, float_range, int_range, positive_float, usable_device
 
 EPILOG = """\
 examples:
@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     strategy = "beam" if args.beam is not None else ("greedy" if args.greedy else "sample")
     if strategy != "sample" and args.samples > 1:
         raise UsageError(f"--samples {args.samples}: {strategy} search gives one answer; sample to get several")
+    device = usable_device(args.device)
     try:
-        model, vocab, _ = load_lm(args.checkpoint, prefer="best", device=torch.device(args.device))
+        model, vocab, _ = load_lm(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"CHECKPOINT {exc}") from None
     kwargs = {"stop": args.stop}

@@ -13,6 +13,7 @@ import traceback
 
 from . import demo, diagnose, predict, task, train
 from . import eval as eval_cmd
+from . import export as export_cmd
 from . import generate as generate_cmd
 from . import translate
 from .options import UsageError
@@ -20,7 +21,7 @@ from .options import UsageError
 PROG = "rnnlab"
 
 # Each subcommand module provides add_parser(subparsers, parents) and run(args) -> int.
-SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict, translate, diagnose)
+SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict, translate, diagnose, export_cmd)
 
 EPILOG = """\
 examples:
@@ -40,6 +41,8 @@ examples:
                                       does the gradient vanish or explode through time? figures + report.html
   rnnlab predict runs/tagger --file sentences.txt
                                       tag (or classify) new sentences with a trained tagger (or classifier)
+  rnnlab export runs/tagger --onnx tagger.onnx
+                                      an ONNX graph of a trained LM, classifier or tagger (any batch and length)
   rnnlab --debug demo ...             show the full traceback when something fails
   rnnlab demo --help                  every option of a subcommand
 

@@ -15,11 +15,13 @@ from ..data.conllu import format_conllu, format_slash, read_conllu_sentences, re
 from ..data.labeled import TextVocab, collate_labeled, encode_labeled, parse_labeled, parse_lines, read_file_text
 from ..data.text import DataError
 from ..train.checkpoint import CheckpointError, load_checkpoint
-from ..train.supervised import load_sequence_model
+from ..train.compat import check_vocab_fits, damaged, describe, reader_hint
+from ..train.supervised import classifier_sizes, load_sequence_model
 from ..train.tagging import SentenceBatches, load_tagger, tag_sentences
-from .options import UsageError, int_range
+from .options import UsageError, int_range, usable_device
 
 CONLLU_SUFFIXES = (".conllu", ".conll")
+CONFIG = "model config ('model')"
 
 EPILOG = """\
 examples:
@@ -66,17 +68,26 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = usable_device(args.device)
     try:
-        config = load_checkpoint(args.checkpoint, prefer="best").meta.get("model")
+        ckpt = load_checkpoint(args.checkpoint, prefer="best")
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
-    if isinstance(config, dict) and config.get("kind") == "sequence_classifier":
-        return _classify(args)
+    config = ckpt.meta.get("model")
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if kind is None:
+        raise UsageError(f"RUN_DIR {damaged(ckpt.path, CONFIG)}")
+    if kind == "sequence_classifier":
+        return _classify(args, device)
+    if kind != "bi_rnn_tagger":
+        raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a tagger or a text classifier; "
+                         f"{reader_hint(ckpt.meta)}pass a run directory written by 'rnnlab train tag' or 'rnnlab "
+                         "train classify'")
     if args.input_format == "labeled":
         raise UsageError("--input-format labeled reads a classifier's labelled lines; RUN_DIR holds a tagger: use "
                          "--input-format conllu or text")
     try:
-        model, vocab, ckpt = load_tagger(args.checkpoint, prefer="best", device=torch.device(args.device))
+        model, vocab, ckpt = load_tagger(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
     kind = args.input_format
@@ -95,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).resolve() == Path(args.file).resolve():
         raise UsageError(f"--output {args.output} is the input file; write the tags to another file")
 
-    tags = tag_sentences(model, vocab, sentences, args.batch_size, torch.device(args.device))
+    tags = tag_sentences(model, vocab, sentences, args.batch_size, device)
     text = format_conllu(sentences, tags, vocab.column) if fmt == "conllu" else format_slash(sentences, tags)
     if args.output:
         try:
@@ -151,7 +162,7 @@ def _read_classifier_input(args, vocab: TextVocab, spec: dict | None):
     return data
 
 
-def _classify(args) -> int:
+def _classify(args, device) -> int:
     """``rnnlab predict`` for a checkpoint of 'rnnlab train classify': 'label<TAB>text' per input line."""
     if args.format is not None:
         raise UsageError(f"--format {args.format} is a tagger's output; a classifier writes 'label<TAB>text' lines. "
@@ -159,15 +170,19 @@ def _classify(args) -> int:
     if args.input_format == "conllu":
         raise UsageError("--input-format conllu is a tagger's input; RUN_DIR holds a text classifier: give one text "
                          "per line (--input-format text) or the training file's format (--input-format labeled)")
-    device = torch.device(args.device)
     try:
-        model, ckpt = load_sequence_model(args.checkpoint, prefer="best", device=device)
+        ckpt = load_checkpoint(args.checkpoint, prefer="best")
         vocab = TextVocab.from_json(ckpt.meta["vocab"])
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
     except (KeyError, TypeError, ValueError):
-        raise UsageError(f"RUN_DIR {ckpt.path}: holds a sequence classifier without a text vocabulary; predict "
-                         "reads text for classifiers trained by 'rnnlab train classify'") from None
+        raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}: a sequence classifier without a text "
+                         "vocabulary; predict reads text for classifiers trained by 'rnnlab train classify'") from None
+    try:
+        check_vocab_fits(ckpt.path, ckpt.meta.get("model"), classifier_sizes(vocab))
+        model, ckpt = load_sequence_model(args.checkpoint, prefer="best", device=device)
+    except CheckpointError as exc:
+        raise UsageError(f"RUN_DIR {exc}") from None
     if args.output and Path(args.output).resolve() == Path(args.file).resolve():
         raise UsageError(f"--output {args.output} is the input file; write the labels to another file")
     try:

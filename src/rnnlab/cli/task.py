@@ -21,7 +21,7 @@ from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, 
 from ..train.trainer import OPTIMIZERS, Trainer
 from .common import cannot_change, engine_name, fit_with_stop_handler, open_checkpoint, out_dir, \
     refuse_existing_run, restore, run_dir, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from .options import UsageError, check_out_dir, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
 SYNTHETIC = ("parity", "adding", "copy")  # generated on the fly: --batches, --valid-size and --test-size apply
@@ -289,9 +289,9 @@ def _resumed(args):
     stored = checkpoint.meta.get("run")
     if not isinstance(stored, dict) or stored.get("kind") != "task" or "trainer" not in checkpoint.meta:
         raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab task'")
-    if stored["task"] != args.task:
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored['task']}' run; use 'rnnlab task "
-                         f"{stored['task']} --resume ...'")
+    if stored.get("task") != args.task:
+        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('task')}' run; use 'rnnlab task "
+                         f"{stored.get('task')} --resume ...'")
     defaults = _defaults(args.task)
     for k, v in _options(args).items():
         if k not in RESUMABLE and k in stored and v != stored[k] and v != defaults.get(k):
@@ -315,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
         args, checkpoint = _resumed(args)
     _check(args)
     out = out_dir(args.out, f"task-{args.task}")
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(args.device, args.threads)
     engine = engine_name(device)

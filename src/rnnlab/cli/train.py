@@ -12,8 +12,9 @@ import torch
 from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, read_text, \
     sha256_of, stdlib_corpus
 from ..models.lm import CELLS, build_model
-from ..train.lm import LMTask, evaluate
+from ..train.lm import LM_KINDS, LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
+from ..train.compat import check_kind, check_vocab_fits
 from ..train.trainer import Trainer
 from . import train_classify
 from . import train_regress
@@ -22,7 +23,7 @@ from . import train_tag
 from .common import FINISHED, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, restore, \
     resume_run, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range, positive_int
+from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
 # told from "left at its default" (it matters for --resume and --stdlib-demo).
@@ -298,12 +299,20 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, kind, RESUMABLE) if "resume" in given else (_resolve(kind, given), None)
     out = out_dir(o["out"], f"{o['kind']}-{o['level']}")
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
     texts, names = _texts(o, checkpoint.meta.get("sources") if checkpoint else None)
+    vocab = None
+    if checkpoint is not None:
+        try:
+            config = check_kind(checkpoint.path, checkpoint.meta, LM_KINDS, "a language model", "rnnlab train lm")
+            vocab = Vocab.from_json(checkpoint.meta["vocab"])
+            check_vocab_fits(checkpoint.path, config, [("vocabulary", len(vocab), "vocab_size")])
+        except ValueError as exc:  # CheckpointError is a ValueError
+            raise resume_error(checkpoint, exc) from None
     try:
-        vocab = Vocab.from_json(checkpoint.meta["vocab"]) if checkpoint else None
         corpus = build_corpus(*texts, level=o["level"], valid_fraction=o["valid_fraction"], min_count=o["min_count"],
                               max_vocab=o["max_vocab"], bpe_vocab=o["bpe_vocab"], vocab=vocab, names=names)
     except DataError as exc:
@@ -312,10 +321,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_model(checkpoint.meta["model"] if checkpoint else _model_config(o, len(corpus.vocab)))
+        model = build_model(checkpoint.meta.get("model") if checkpoint else _model_config(o, len(corpus.vocab)))
         options = train_options(o)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
     task = LMTask(model, char_level=o["level"] == "char", device=device)
     meta = {"vocab": corpus.vocab.to_json(), "run": o, "sources": corpus.sources}

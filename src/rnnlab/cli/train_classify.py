@@ -16,13 +16,14 @@ from ..data.series import sha256_file
 from ..data.text import DataError
 from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, build
 from ..train.metrics import MetricsLog
-from ..train.supervised import ClassificationTask, evaluate_classification
+from ..train.compat import check_kind, check_vocab_fits
+from ..train.supervised import ClassificationTask, classifier_sizes, evaluate_classification
 from ..train.tagging import SentenceBatches
 from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range, positive_int
+from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -224,17 +225,24 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS, keep_false=True)  # --no-bidirectional is given as False
     o, checkpoint = resume_run(given, "classify", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = out_dir(o["out"], "classify")
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
     data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
-    try:
-        vocab = (TextVocab.from_json(checkpoint.meta["vocab"]) if checkpoint else
-                 TextVocab.build(data["train"], o["min_count"], o["lowercase"]))
-    except DataError as exc:
-        raise UsageError(f"--train {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"--resume {checkpoint.path if checkpoint else ''}: {exc}") from None
+    if checkpoint is not None:
+        try:
+            config = check_kind(checkpoint.path, checkpoint.meta, ("sequence_classifier",), "a text classifier",
+                                "rnnlab train classify")
+            vocab = TextVocab.from_json(checkpoint.meta["vocab"])
+            check_vocab_fits(checkpoint.path, config, classifier_sizes(vocab))
+        except ValueError as exc:  # CheckpointError is a ValueError
+            raise resume_error(checkpoint, exc) from None
+    else:
+        try:
+            vocab = TextVocab.build(data["train"], o["min_count"], o["lowercase"])
+        except DataError as exc:
+            raise UsageError(f"--train {exc}") from None
     batches = {}
     for split in ("train", "valid", "test"):
         if data[split] is None:
@@ -251,10 +259,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build(checkpoint.meta["model"]) if checkpoint else _new_model(o, vocab)
+        model = build(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab)
         options = train_options(o)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
     task = ClassificationTask(model, device)
     meta = {"task": "classification", "vocab": vocab.to_json(), "run": o, "sources": sources,

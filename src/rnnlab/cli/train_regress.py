@@ -21,7 +21,7 @@ from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range
+from .options import UsageError, check_out_dir, float_range, int_range, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -176,12 +176,17 @@ def _dataset(o: dict, checkpoint) -> SeriesDataset:
         table = read_series(o["train"], header=header, time_column=o["time_column"])
     except DataError as exc:
         raise UsageError(f"--train {exc}") from None
-    stored = checkpoint.meta.get("series") if checkpoint else None
+    normalizer = None
+    if checkpoint is not None:
+        try:
+            normalizer = Normalizer.from_json(checkpoint.meta["series"]["normalizer"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise resume_error(checkpoint, f"checkpoint.json has no readable series normalizer ({exc!r})") from None
     try:
         return SeriesDataset(table, _columns(o["target"], "target"), _columns(o["features"], "features"),
                              window=o["window"], horizon=o["horizon"], per_step=o["per_step"],
                              valid_fraction=o["valid_fraction"], test_fraction=o["test_fraction"],
-                             normalizer=Normalizer.from_json(stored["normalizer"]) if stored else None)
+                             normalizer=normalizer)
     except ValueError as exc:  # DataError is a ValueError
         raise UsageError(str(exc)) from None
 
@@ -228,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, "regress", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = _out_dir(o)
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
@@ -243,10 +249,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build(checkpoint.meta["model"]) if checkpoint else _model(o, data)
+        model = build(checkpoint.meta.get("model")) if checkpoint else _model(o, data)
         options = train_options(o)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
     task = RegressionTask(model, device=device)
     meta = {"task": "series", "run": o, "sources": sources, "series": data.to_json()}

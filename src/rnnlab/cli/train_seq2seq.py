@@ -17,13 +17,14 @@ from ..data.text import DataError
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, build_seq2seq
 from ..models.lm import CELLS
 from ..train.metrics import MetricsLog
-from ..train.seq2seq import Seq2SeqTask, evaluate_seq2seq
+from ..train.compat import check_kind, check_vocab_fits
+from ..train.seq2seq import Seq2SeqTask, evaluate_seq2seq, seq2seq_sizes
 from ..train.tagging import SentenceBatches
 from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range, positive_int
+from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -229,9 +230,10 @@ def _tasks(o: dict):
     return train, make(ebs, nb, "valid"), make(ebs, nb, "test"), train.vocab
 
 
-def _read(o: dict, sources: dict | None, vocab_json: dict | None):
-    """(train, valid, test batches, vocabulary, sources record) of pairs files; with ``sources`` (a resumed run)
-    check that train and valid did not change."""
+def _read(o: dict, checkpoint):
+    """(train, valid, test batches, vocabulary, sources record) of pairs files; with ``checkpoint`` (a resumed run)
+    its vocabulary, and a check that train and valid did not change."""
+    sources = checkpoint.meta.get("sources") if checkpoint else None
     pairs, record = {}, {}
     for split in ("train", "valid", "test"):
         path = o[split]
@@ -247,8 +249,16 @@ def _read(o: dict, sources: dict | None, vocab_json: dict | None):
         if split != "test" and want is not None and want != record[split]["sha256"]:
             raise UsageError(f"{path}: the {split} file changed since the checkpoint was written; resuming needs "
                              "the same data")
-    vocab = Seq2SeqVocab.from_json(vocab_json) if vocab_json else \
-        Seq2SeqVocab.build(pairs["train"], o["level"], o["min_count"])
+    if checkpoint is not None:
+        try:
+            config = check_kind(checkpoint.path, checkpoint.meta, ("seq2seq",), "an encoder-decoder (seq2seq) model",
+                                "rnnlab train seq2seq")
+            vocab = Seq2SeqVocab.from_json(checkpoint.meta["vocab"])
+            check_vocab_fits(checkpoint.path, config, seq2seq_sizes(vocab))
+        except ValueError as exc:  # CheckpointError is a ValueError
+            raise resume_error(checkpoint, exc) from None
+    else:
+        vocab = Seq2SeqVocab.build(pairs["train"], o["level"], o["min_count"])
     batches = {}
     for split in ("train", "valid", "test"):
         if pairs[split] is None:
@@ -286,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS, keep_false=True)  # --no-bidirectional is given as False
     o, checkpoint = resume_run(given, "seq2seq", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = out_dir(o["out"], f"seq2seq-{o['task'] or 'pairs'}")
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
@@ -296,21 +307,17 @@ def run(args: argparse.Namespace) -> int:
         data_line = (f"data: {train.describe()}, generated: {o['batches']} batches of {o['batch_size']} per epoch; "
                      f"valid and test {n_eval:,} each")
     else:
-        try:
-            train, valid, test, vocab, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None,
-                                                       checkpoint.meta.get("vocab") if checkpoint else None)
-        except ValueError as exc:
-            raise UsageError(f"--resume {checkpoint.path if checkpoint else ''}: {exc}") from None
+        train, valid, test, vocab, sources = _read(o, checkpoint)
         data_line = (f"data: {o['train']}: {sources['train']['pairs']:,} pairs"
                      + "".join(f"; {s} {sources[s]['pairs']:,}" for s in ("valid", "test") if s in sources)
                      + f"; {o['level']} tokens: {len(vocab.src):,} source, {len(vocab.tgt):,} target")
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_seq2seq(checkpoint.meta["model"]) if checkpoint else _new_model(o, vocab)
+        model = build_seq2seq(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab)
         options = train_options(o)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
     task = Seq2SeqTask(model, device, sampling_prob=o["sampling_prob"])
     meta = {"task": "seq2seq", "vocab": vocab.to_json(), "run": o, "sources": sources}

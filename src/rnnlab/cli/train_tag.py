@@ -14,12 +14,13 @@ from ..data.series import sha256_file
 from ..data.text import DataError
 from ..models.tagger import CELLS, build_tagger
 from ..train.metrics import MetricsLog
-from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger
+from ..train.compat import check_kind, check_vocab_fits
+from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger, tagger_sizes
 from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, float_range, int_range, positive_int
+from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -186,15 +187,23 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, "tag", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = out_dir(o["out"], f"tag-{o['column']}")
+    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
     data, sources = _read(o, checkpoint.meta.get("sources") if checkpoint else None)
-    try:
-        vocab = (TaggingVocab.from_json(checkpoint.meta["vocab"]) if checkpoint else
-                 TaggingVocab.build(data["train"], o["column"], o["min_count"]))
-    except ValueError as exc:
-        raise UsageError(f"--train {o['train']}: {exc}") from None
+    if checkpoint is not None:
+        try:
+            config = check_kind(checkpoint.path, checkpoint.meta, ("bi_rnn_tagger",), "a tagger", "rnnlab train tag")
+            vocab = TaggingVocab.from_json(checkpoint.meta["vocab"])
+            check_vocab_fits(checkpoint.path, config, tagger_sizes(vocab))
+        except ValueError as exc:  # CheckpointError is a ValueError
+            raise resume_error(checkpoint, exc) from None
+    else:
+        try:
+            vocab = TaggingVocab.build(data["train"], o["column"], o["min_count"])
+        except ValueError as exc:
+            raise UsageError(f"--train {o['train']}: {exc}") from None
     pad = vocab.words.pad_id
     train = SentenceBatches(encode(data["train"], vocab), o["batch_size"], shuffle=True, seed=o["seed"], pad_id=pad,
                             name=o["train"])
@@ -203,10 +212,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_tagger(checkpoint.meta["model"] if checkpoint else _model_config(o, vocab))
+        model = build_tagger(checkpoint.meta.get("model") if checkpoint else _model_config(o, vocab))
         options = train_options(o)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
     task = TaggingTask(model, device)
     meta = {"task": "tagging", "vocab": vocab.to_json(), "run": o, "sources": sources}

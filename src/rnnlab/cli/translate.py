@@ -8,13 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..data.seq2seq import detokenize, parse_pairs, read_pairs, tokenize
 from ..data.text import DataError
 from ..train.checkpoint import CheckpointError
 from ..train.seq2seq import load_seq2seq, translate
-from .options import UsageError, float_range, int_range
+from .options import UsageError, float_range, int_range, usable_device
 
 EPILOG = """\
 examples:
@@ -54,13 +52,11 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = usable_device(args.device)
     try:
-        device = torch.device(args.device)
         model, vocab, ckpt = load_seq2seq(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
-    except RuntimeError as exc:
-        raise UsageError(f"--device {args.device}: not usable here ({' '.join(str(exc).split())[:120]})") from None
     try:
         if args.file:
             if args.output and Path(args.output).resolve() == Path(args.file).resolve():

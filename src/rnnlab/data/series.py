@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -153,23 +154,35 @@ def read_series(path: str | Path, *, header: bool | None = None, time_column: st
         raise DataError(f"{p}: no such file; check the path")
     if p.is_dir():
         raise DataError(f"{p}: is a directory, not a CSV file; pass a file")
+    raw = p.read_bytes()
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{p}: invalid UTF-8 at byte offset {exc.start}; save the file as UTF-8 (plain CSV)") from None
+        at = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # the offset in the file, BOM included
+        line = raw.count(b"\n", 0, at) + 1
+        raise DataError(f"{p}: line {line}: invalid UTF-8 (byte offset {at}); save the file as UTF-8 (plain CSV), e.g. "
+                        f"'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
     first = next((line for line in text.splitlines() if line.strip()), None)
     if first is None:
         raise DataError(f"{p}: the file is empty; a series needs one row per time step")
     if delimiter is None:
         counts = {d: first.count(d) for d in (",", "\t", ";")}
         delimiter = max(counts, key=counts.get) if max(counts.values()) else ","
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    # Lines end at \n, \r or \r\n only (as the csv module wants), so the line numbers are the file's.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows, lines = [], []
-    for row in reader:
-        if not row or all(not c.strip() for c in row):
-            continue  # blank lines
-        rows.append([c.strip() for c in row])
-        lines.append(reader.line_num)
+    try:
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue  # blank lines
+            rows.append([c.strip() for c in row])
+            lines.append(reader.line_num)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): an unclosed quote swallowing the file
+        raise DataError(f"{p}: line {reader.line_num}: not readable as CSV ({exc}); check for an unclosed quote "
+                        '(") and that each row is one line of cells') from None
+    if not rows:  # e.g. only delimiters: ",,\n,"
+        raise DataError(f"{p}: no cells, only delimiters ({delimiter!r}) and blank lines; a series needs one row of "
+                        "numbers per time step")
     if header is None:
         header = not any(_is_number(c) for c in rows[0])
     if header:

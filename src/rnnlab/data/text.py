@@ -155,7 +155,12 @@ class Vocab:
         if self.level == "bpe":
             if self.bpe is None:
                 raise ValueError("a 'bpe' Vocab needs its tokenizer (the bpe JSON string)")
-            self._tok = _bpe_module().Tokenizer.from_str(self.bpe)
+            tokenizers = _bpe_module()  # a DataError when the package is missing
+            try:
+                self._tok = tokenizers.Tokenizer.from_str(self.bpe)
+            except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type for a bad JSON
+                raise ValueError(f"a 'bpe' Vocab's tokenizer does not load ({' '.join(str(exc).split())[:200]})") \
+                    from None
 
     def __len__(self) -> int:
         return len(self.itos)

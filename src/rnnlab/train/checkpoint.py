@@ -4,14 +4,18 @@
       model.safetensors   the model's weights (a weight tied to another is stored once; see "aliases")
       optim.safetensors   the optimizer's state tensors, flattened ("state.0.exp_avg" ...)
       state.safetensors   the state carried across batches at the save point (the RNN's hidden state mid-epoch)
+      extra.safetensors   optional: more tensors the trainer keeps (the in-memory rollback point of last/)
       checkpoint.json     model config, vocabulary, trainer state (epoch, batch, step, best loss, schedule ...),
                           the optimizer's scalars and hyperparameters, RNG states, the run's options
 
 Atomic: everything is written into a temporary sibling directory, each file and the directory are fsynced, and
 only then is it swapped in for the old checkpoint (one atomic rename-exchange on Linux; elsewhere two renames, the
-old directory moved aside only once the new one is complete). A crash leaves either the old checkpoint or the new
-one, never a mixture. Loading uses ``safetensors`` and ``json`` only — no ``torch.load``, no pickle — and maps
-every tensor to the CPU, so a checkpoint saved on a GPU loads anywhere.
+old directory moved aside only once the new one is complete). A crash — even a SIGKILL in the middle of a save —
+leaves either the old checkpoint or the new one, never a mixture; the temporary directories of a killed writer are
+removed by the next save. Loading uses ``safetensors`` and ``json`` only — no ``torch.load``, no pickle — and maps
+every tensor to the CPU, so a checkpoint saved on a GPU loads anywhere. A checkpoint directory holding a pickle
+(a ``.pt`` / ``.pkl`` file, or a ``.safetensors`` file replaced by ``torch.save`` output) is refused by name:
+unpickling can run arbitrary code, and rnnlab never does it.
 """
 from __future__ import annotations
 
@@ -32,6 +36,9 @@ from torch import Tensor, nn
 
 FORMAT, VERSION = "rnnlab-checkpoint", 1
 MODEL, OPTIM, STATE, META = "model.safetensors", "optim.safetensors", "state.safetensors", "checkpoint.json"
+EXTRA = "extra.safetensors"
+# File endings of pickle-based formats (torch.save, pickle, joblib, Lightning .ckpt, HF pytorch_model.bin).
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib")
 
 
 class CheckpointError(ValueError):
@@ -145,12 +152,41 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]
     return tensors, aliases
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid: leave its directory alone
+    return True
+
+
+def _clean_stale(final: Path) -> None:
+    """Remove the temporary siblings (``.NAME.tmp-PID``, ``.NAME.old-PID``) of writers that died mid-save. Where a
+    writer without rename-exchange died between its two renames, NAME is missing and its ``.old`` directory is the
+    last complete checkpoint: it is moved back first."""
+    mine = os.getpid()
+    for kind in ("old", "tmp"):
+        for d in sorted(final.parent.glob(f".{final.name}.{kind}-*")):
+            pid = d.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) == mine or _pid_alive(int(pid)):
+                continue
+            if kind == "old" and not final.exists() and (d / META).is_file():
+                os.rename(d, final)
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    meta: dict | None = None, carry=None) -> Path:
+                    meta: dict | None = None, carry=None, extra=None) -> Path:
     """Write a checkpoint directory atomically (see the module doc) and return its path. ``meta`` (JSON-able)
-    goes into checkpoint.json; ``carry`` is a tensor or nested tuples/lists of tensors (or None)."""
+    goes into checkpoint.json; ``carry`` is a tensor or nested tuples/lists of tensors (or None); ``extra``
+    (optional) is any nesting of dicts, lists, tuples, numbers and tensors, its tensors stored in
+    extra.safetensors (``Checkpoint.extra()`` reads it back)."""
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -165,6 +201,10 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
     carry_tensors: dict[str, Tensor] = {}
     doc["carry"] = flatten(carry, "carry", carry_tensors)
     _write_synced(tmp / STATE, safetensors.torch.save(carry_tensors))
+    if extra is not None:
+        extra_tensors: dict[str, Tensor] = {}
+        doc["extra"] = flatten(extra, "extra", extra_tensors)
+        _write_synced(tmp / EXTRA, safetensors.torch.save(extra_tensors))
     _write_synced(tmp / META, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8"))
     _fsync_dir(tmp)
     if not final.exists():
@@ -193,6 +233,7 @@ class Checkpoint:
         if not f.exists():
             raise CheckpointError(f"{self.path}: {name} is missing; the checkpoint is incomplete — use another one "
                                   "(e.g. best/ instead of last/) or retrain")
+        _refuse_pickle(f)
         try:
             return safetensors.torch.load_file(str(f), device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
@@ -222,6 +263,47 @@ class Checkpoint:
         skel = self.meta.get("carry")
         return None if skel is None else unflatten(skel, self._tensors(STATE))
 
+    def extra(self):
+        """What ``save_checkpoint(..., extra=...)`` stored, or None."""
+        skel = self.meta.get("extra")
+        return None if skel is None else unflatten(skel, self._tensors(EXTRA))
+
+
+def _pickle_payload(f: Path) -> str | None:
+    """What kind of pickle ``f`` holds (judged by its name and first bytes, never by unpickling), or None."""
+    if f.suffix.lower() in PICKLE_SUFFIXES:
+        return f"a {f.suffix} file (a torch.save / pickle format)"
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(16)
+        size = f.stat().st_size
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (torch.save's format, a pickle inside)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        # A safetensors file starts with its header length (8 bytes, little-endian), then the JSON header's "{";
+        # such a length can begin with the same two bytes as a pickle, so rule that out first.
+        n = int.from_bytes(head[:8], "little")
+        if not (len(head) > 8 and head[8:9] == b"{" and 8 + n <= size):
+            return f"a pickle (protocol {head[1]}, e.g. torch.save output)"
+    return None
+
+
+def _refuse_pickle(f: Path) -> None:
+    what = _pickle_payload(f)
+    if what is not None:
+        raise CheckpointError(f"{f}: holds {what}; rnnlab never unpickles (loading a pickle can run arbitrary "
+                              "code), so this checkpoint is refused. rnnlab checkpoints are safetensors + JSON "
+                              "only: remove the file, or, if you trust where it came from, convert it yourself "
+                              "with safetensors.torch.save_file")
+
+
+def _refuse_pickles(directory: Path) -> None:
+    for f in sorted(directory.iterdir()):
+        if f.is_file():
+            _refuse_pickle(f)
+
 
 def _read_meta(path: Path) -> dict | None:
     f = path / META
@@ -230,6 +312,7 @@ def _read_meta(path: Path) -> dict | None:
     try:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _refuse_pickle(f)
         raise CheckpointError(f"{f}: not valid JSON ({exc}); the checkpoint is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{f}: not an rnnlab checkpoint (format is not {FORMAT!r})")
@@ -262,4 +345,5 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
     if meta is None:
         raise CheckpointError(f"{p}: not a checkpoint (no {META} in it, nor in best/ or last/); pass the directory "
                               "a training run wrote (its --out, or OUT/best or OUT/last)")
+    _refuse_pickles(p)
     return Checkpoint(p, meta)

@@ -12,6 +12,7 @@ from ..data.text import LMStream, Vocab
 from ..engine import detach_state
 from ..models.lm import build_model
 from .checkpoint import CheckpointError, load_checkpoint
+from .compat import check_kind, check_vocab_fits
 from .metrics import lm_metrics
 from .trainer import evaluate_task
 
@@ -50,17 +51,21 @@ def evaluate(model: nn.Module, stream: LMStream, level: str | None = None) -> di
     return lm_metrics(evaluate_task(model, task, stream), task.char_level)
 
 
+LM_KINDS = ("rnn", "ngram")  # model.config['kind'] of the language models (rnnlab.models.lm)
+
+
 def load_lm(path: str | Path, prefer: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, vocab, checkpoint) from a checkpoint directory or a run directory (see
     ``load_checkpoint``); the weights are read on the CPU and moved to ``device``."""
     ckpt = load_checkpoint(path, prefer)
     meta = ckpt.meta
-    if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("vocab"), dict):
-        raise CheckpointError(f"{ckpt.path}: holds no language model (no model config or vocabulary)")
+    config = check_kind(ckpt.path, meta, LM_KINDS, "a language model", "rnnlab train lm")
     try:
-        model = build_model(meta["model"])
+        model = build_model(config)
         vocab = Vocab.from_json(meta["vocab"])
     except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+        raise CheckpointError(f"{ckpt.path / 'checkpoint.json'}: {exc}; the checkpoint is damaged: use another "
+                              "one (the run's best/ or last/) or retrain") from None
+    check_vocab_fits(ckpt.path, config, [("vocabulary", len(vocab), "vocab_size")])
     ckpt.load_model(model)
     return model.to(device).eval(), vocab, ckpt

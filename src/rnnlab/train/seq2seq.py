@@ -21,6 +21,7 @@ from ..data.seq2seq import Seq2SeqVocab, encode_pairs, make_batch
 from ..data.synthetic import IGNORE
 from ..models.seq2seq import build_seq2seq
 from .checkpoint import CheckpointError, load_checkpoint
+from .compat import check_kind, check_vocab_fits
 
 DEFAULT_BUCKET = 10  # source lengths 0-9, 10-19, ...: five buckets over the default lengths 5-50
 
@@ -146,19 +147,24 @@ def translate(model: nn.Module, vocab: Seq2SeqVocab, sources: list[str], *, beam
     return out
 
 
+def seq2seq_sizes(vocab: Seq2SeqVocab) -> list[tuple[str, int, str]]:
+    """What ``check_vocab_fits`` compares for an encoder-decoder: source and target vocabularies."""
+    return [("source vocabulary", len(vocab.src), "src_vocab"), ("target vocabulary", len(vocab.tgt), "tgt_vocab")]
+
+
 def load_seq2seq(path: str | Path, prefer: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, vocab, checkpoint) from a checkpoint or run directory written by ``rnnlab train
     seq2seq`` (or a Trainer whose meta holds ``vocab`` = ``Seq2SeqVocab.to_json()``)."""
     ckpt = load_checkpoint(path, prefer)
-    config, vocab_json = ckpt.meta.get("model"), ckpt.meta.get("vocab")
-    if not isinstance(config, dict) or config.get("kind") != "seq2seq" or not isinstance(vocab_json, dict):
-        what = config.get("kind") if isinstance(config, dict) else None
-        raise CheckpointError(f"{ckpt.path}: holds no seq2seq model (its model is {what!r}); pass a run directory "
-                              "written by 'rnnlab train seq2seq'")
+    config = check_kind(ckpt.path, ckpt.meta, ("seq2seq",), "an encoder-decoder (seq2seq) model",
+                        "rnnlab train seq2seq")
+    vocab_json = ckpt.meta["vocab"]
     try:
         model = build_seq2seq(config)
         vocab = Seq2SeqVocab.from_json(vocab_json)
     except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+        raise CheckpointError(f"{ckpt.path / 'checkpoint.json'}: {exc}; the checkpoint is damaged: use another "
+                              "one (the run's best/ or last/) or retrain") from None
+    check_vocab_fits(ckpt.path, config, seq2seq_sizes(vocab))
     ckpt.load_model(model)
     return model.to(device).eval(), vocab, ckpt

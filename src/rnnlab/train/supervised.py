@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..data.synthetic import IGNORE
 from ..models.classifier import build
 from .checkpoint import CheckpointError, load_checkpoint
+from .compat import check_kind
 
 
 def _device(model: nn.Module, device) -> torch.device:
@@ -197,17 +198,22 @@ def evaluate_per_step(model: nn.Module, data, *, device: torch.device | str | No
             "steps": steps, "n": n}
 
 
+def classifier_sizes(vocab) -> list[tuple[str, int, str]]:
+    """What ``rnnlab.train.compat.check_vocab_fits`` compares for a text classifier (``TextVocab``): its words and
+    its labels against the model config."""
+    return [("word vocabulary", len(vocab.words), "vocab_size"), ("label list", len(vocab.labels), "n_outputs")]
+
+
 def load_sequence_model(path: str | Path, prefer: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint) from a checkpoint or run directory written for a SequenceClassifier or
     SequenceTagger (``rnnlab task ...``, or a Trainer with such a model)."""
     ckpt = load_checkpoint(path, prefer)
-    config = ckpt.meta.get("model")
-    if not isinstance(config, dict) or config.get("kind") not in ("sequence_classifier", "sequence_tagger"):
-        raise CheckpointError(f"{ckpt.path}: holds no sequence classifier or tagger (model kind "
-                              f"{config.get('kind') if isinstance(config, dict) else None!r})")
+    config = check_kind(ckpt.path, ckpt.meta, ("sequence_classifier", "sequence_tagger"),
+                        "a sequence classifier or tagger", "rnnlab task", vocab=False)
     try:
         model = build(config)
     except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+        raise CheckpointError(f"{ckpt.path / 'checkpoint.json'}: {exc}; the checkpoint is damaged: use another "
+                              "one (the run's best/ or last/) or retrain") from None
     ckpt.load_model(model)
     return model.to(device).eval(), ckpt

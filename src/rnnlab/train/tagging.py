@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..data.conllu import ConlluSentence, TaggingVocab
 from ..models.tagger import BiRNNTagger, build_tagger
 from .checkpoint import CheckpointError, load_checkpoint
+from .compat import check_kind, check_vocab_fits
 
 IGNORE = -100  # the target of padding and of gold tags unseen in training: left out of the loss, never predicted
 # Sentences are shuffled, then sorted by length within pools of this many batches, so a batch holds sentences of
@@ -231,20 +232,26 @@ def tag_sentences(model: nn.Module, vocab: TaggingVocab, sentences, batch_size: 
     return out  # type: ignore[return-value]
 
 
+def tagger_sizes(vocab: TaggingVocab) -> list[tuple[str, int, str]]:
+    """What ``check_vocab_fits`` compares for a tagger: its three vocabularies against the model config."""
+    return [("word vocabulary", len(vocab.words), "num_words"),
+            ("character vocabulary", len(vocab.chars), "num_chars"),
+            ("tag list", len(vocab.tags), "num_tags")]
+
+
 def load_tagger(path: str | Path, prefer: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, vocab, checkpoint) from a checkpoint directory or a run directory written by
     ``rnnlab train tag`` (see ``load_checkpoint``); the weights are read on the CPU and moved to ``device``."""
     ckpt = load_checkpoint(path, prefer)
     meta = ckpt.meta
-    config, vocab_json = meta.get("model"), meta.get("vocab")
-    if not isinstance(config, dict) or config.get("kind") != "bi_rnn_tagger" or not isinstance(vocab_json, dict):
-        what = config.get("kind") if isinstance(config, dict) else None
-        raise CheckpointError(f"{ckpt.path}: holds no tagger (its model is {what!r}); pass a run directory written "
-                              "by 'rnnlab train tag'")
+    config = check_kind(ckpt.path, meta, ("bi_rnn_tagger",), "a tagger", "rnnlab train tag")
+    vocab_json = meta["vocab"]
     try:
         model: BiRNNTagger = build_tagger(config)
         vocab = TaggingVocab.from_json(vocab_json)
     except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from None
+        raise CheckpointError(f"{ckpt.path / 'checkpoint.json'}: {exc}; the checkpoint is damaged: use another "
+                              "one (the run's best/ or last/) or retrain") from None
+    check_vocab_fits(ckpt.path, config, tagger_sizes(vocab))
     ckpt.load_model(model)
     return model.to(device).eval(), vocab, ckpt

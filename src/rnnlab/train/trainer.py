@@ -19,6 +19,18 @@ What it does: SGD / Adam / AdamW; constant, step-decay or divide-on-plateau lear
 (the pre-clip total norm is logged); evaluation each epoch; early stopping; ``last/`` and ``best/`` checkpoints;
 a progress bar (tqdm on a terminal) and one summary line per epoch; metrics in ``metrics.jsonl``; exact repeats
 (same seed → same metrics) and exact resumes (same weights as an uninterrupted run).
+
+Faults do not abort a run and never reach the weights. A batch whose loss is NaN or infinite, whose gradient norm is
+NaN or infinite, or whose loss is a *spike* (above ``spike_factor`` times the mean loss of the last ``spike_window``
+good batches) is skipped: no ``optimizer.step()``, and the carried state goes on from the batch's input state when
+the batch left it non-finite. After ``fault_patience`` bad batches in a row the trainer rolls back to its rollback
+point — weights and optimizer state copied to CPU memory after every ``spike_window`` fault-free updates (and at the
+start) — and multiplies the learning rate by ``fault_lr_factor``. Each event is a ``{"kind": "fault", ...}`` record
+in metrics.jsonl (what happened, what was done) and a progress line. When a rollback would be the
+``max_rollbacks + 1``-th, the run gives up: it rolls back, saves ``last/`` (best/ is left as it was) and raises
+``TrainingError``; resume it with a larger ``max_rollbacks`` or change what the message suggests. The fault counters,
+the recent losses and the rollback point are saved in ``last/``, so a resumed run handles faults exactly as the
+uninterrupted one would. A skipped batch still counts as a step (``step`` is the position in the batch stream).
 """
 from __future__ import annotations
 
@@ -43,7 +55,7 @@ SCHEDULES = ("constant", "step", "plateau")
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+    """Training cannot go on (e.g. the loss stayed NaN through every rollback); the message says what to change."""
 
 
 def seed_everything(seed: int) -> None:
@@ -70,11 +82,22 @@ class TrainOptions:
     patience: int | None = None  # stop after this many epochs without a better validation loss (None: never)
     seed: int = 0
     log_every: int = 100  # steps between metric records (and progress lines without a bar)
-    max_steps: int | None = None  # stop (and save last/) after this many updates in this call to fit()
+    max_steps: int | None = None  # stop (and save last/) after this many steps (batches, skipped ones included) in
+    # this call to fit()
     max_minutes: float | None = None  # stop (and save last/) once this much wall time has passed in this call
     checkpoint_every: int | None = None  # also save last/ every this many steps mid-epoch (None: at epoch ends)
     quiet: bool = False  # no progress bar and no interval lines; the per-epoch summary line is still printed
     progress: bool | None = None  # the bar: None = when stderr is a terminal and not quiet
+    # Faults (see the module doc): skip the bad batch; after fault_patience in a row, roll back and lower the lr.
+    spike_factor: float | None = 10.0  # a loss above 10x the recent mean is a spike: ordinary batch-to-batch noise
+    # stays within ~2-3x of it, a blow-up is orders of magnitude; None: no spike check (NaN/Inf are always faults)
+    spike_window: int = 50  # good batches in that mean, and fault-free updates between rollback points: enough to
+    # smooth batch noise, short enough that a rollback loses little work; no spike check before it is full
+    fault_patience: int = 3  # bad batches in a row skipped before rolling back: one or two is an odd batch, three in
+    # a row means the weights or the optimizer state went bad
+    fault_lr_factor: float = 0.5  # lr multiplier at each rollback: halving is the usual first remedy for divergence
+    max_rollbacks: int = 5  # give up (TrainingError) when a 6th rollback is needed: by then the lr is 1/32 of its
+    # value and the run still diverges, so the cause is elsewhere (data, model, loss)
 
     def __post_init__(self) -> None:
         def positive_int(name, allow_none=False, lo=1):
@@ -108,6 +131,15 @@ class TrainOptions:
             positive_int(name, allow_none=True)
         positive_int("log_every")
         positive_int("seed", lo=0)
+        positive_int("spike_window")
+        positive_int("fault_patience")
+        positive_int("max_rollbacks", lo=0)
+        positive_float("fault_lr_factor", hi=1.0)
+        sf = self.spike_factor
+        if sf is not None and (isinstance(sf, bool) or not isinstance(sf, (int, float)) or not math.isfinite(sf)
+                               or sf <= 1):
+            raise ValueError(f"spike_factor must be a number > 1 (a loss that many times the recent mean is a spike) "
+                             f"or None (no spike check); got {sf!r}")
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(f"clip by norm or by value, not both; got clip_norm={self.clip_norm} and "
                              f"clip_value={self.clip_value}. Keep one")
@@ -227,10 +259,13 @@ class Trainer:
         self._print = print_fn or (lambda s: print(s, flush=True))
         self.optimizer = self._build_optimizer()
         self.progress = {"epoch": 0, "batch": 0, "step": 0, "lr": o.lr, "best_valid_loss": None, "bad_epochs": 0,
-                         "stopped": None, "acc": self._zero_acc(), "last_valid_loss": None}
+                         "stopped": None, "acc": self._zero_acc(), "last_valid_loss": None,
+                         "faults": self._zero_faults()}
         self._carry = None
         self._restored = False
         self._stop_requested = False
+        self._stop_note = ""
+        self._rollback_point = None  # {"step", "model", "optim"}: CPU copies, taken by _take_rollback_point
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -246,7 +281,13 @@ class Trainer:
     @staticmethod
     def _zero_acc() -> dict:
         return {"epoch_loss": 0.0, "epoch_tokens": 0, "loss": 0.0, "tokens": 0, "steps": 0, "norm_sum": 0.0,
-                "norm_max": 0.0}
+                "norm_max": 0.0, "skipped": 0}
+
+    @staticmethod
+    def _zero_faults() -> dict:
+        """The fault tracking saved with the trainer state: the recent good losses (the spike test's mean), bad
+        batches in a row, fault-free updates since the rollback point, rollbacks and skipped batches so far."""
+        return {"recent": [], "in_a_row": 0, "clean": 0, "rollbacks": 0, "skipped": 0}
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue from ``checkpoint`` (written by this trainer): weights, optimizer, schedule, position in the
@@ -258,6 +299,13 @@ class Trainer:
         checkpoint.load_model(self.model)
         self.optimizer.load_state_dict(checkpoint.optimizer_state())
         self.progress = dict(meta["trainer"])
+        self.progress.setdefault("faults", self._zero_faults())  # a checkpoint from before fault handling
+        self.progress["acc"].setdefault("skipped", 0)
+        extra = checkpoint.extra() or {}
+        point = extra.get("rollback_point")
+        # None: a checkpoint without one (best/, or an older rnnlab); fit() takes one from the restored state.
+        self._rollback_point = None if point is None else {"step": point["step"], "model": point["model"],
+                                                           "optim": point["optim"]}
         carry = checkpoint.carry()
         device = next(self.model.parameters()).device
         self._carry = _to_device(carry, device)
@@ -266,8 +314,10 @@ class Trainer:
             self.log.rewind(self.progress["step"])
         self._restored = True
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop after the current batch (it saves last/ first); e.g. from a SIGINT handler."""
+    def request_stop(self, note: str = "") -> None:
+        """Ask the loop to stop after the current batch (it saves last/ first); e.g. from a SIGINT or SIGTERM
+        handler. ``note`` (e.g. "by SIGTERM") goes into the 'stopped: interrupted' line."""
+        self._stop_note = note
         self._stop_requested = True
 
     # -- the loop --------------------------------------------------------------------------------------------------
@@ -286,6 +336,9 @@ class Trainer:
         self._t0 = time.monotonic()
         self._steps_this_call = 0
         self._set_lr(p["lr"])
+        p.setdefault("faults", self._zero_faults())
+        if self._rollback_point is None:
+            self._take_rollback_point()
         stopped = None
         while p["epoch"] < o.epochs and stopped is None:
             stopped = self._run_epoch(show_bar)
@@ -306,26 +359,39 @@ class Trainer:
         try:
             for batch in self.train_data.batches(epoch, p["batch"]):
                 self.optimizer.zero_grad(set_to_none=True)
+                state_in = state
                 loss, n, state = self.task.step(batch, state)
                 value = float(loss.detach())
+                fault, norm = None, 0.0
                 if not math.isfinite(value):
-                    raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {p['batch'] + 1} "
-                                        f"(step {p['step'] + 1}); lower the learning rate (now {p['lr']:g}) or "
-                                        "clip the gradient norm")
-                loss.backward()
-                norm = self._clip()
-                self.optimizer.step()
+                    fault = "nonfinite_loss"
+                elif self._is_spike(value):
+                    fault = "spike"
+                else:
+                    loss.backward()
+                    norm = self._clip()
+                    if not math.isfinite(norm):
+                        fault = "nonfinite_grad"
+                if fault is None:
+                    self.optimizer.step()
+                del loss
                 state = self.task.detach_state(state) if hasattr(self.task, "detach_state") else state
+                if fault is not None and not _all_finite(state):
+                    state = state_in  # do not carry NaN/Inf into the next batch
                 p["batch"] += 1
                 p["step"] += 1
                 self._steps_this_call += 1
-                acc["epoch_loss"] += value * n
-                acc["epoch_tokens"] += n
-                acc["loss"] += value * n
-                acc["tokens"] += n
-                acc["steps"] += 1
-                acc["norm_sum"] += norm
-                acc["norm_max"] = max(acc["norm_max"], norm)
+                if fault is None:
+                    acc["epoch_loss"] += value * n
+                    acc["epoch_tokens"] += n
+                    acc["loss"] += value * n
+                    acc["tokens"] += n
+                    acc["steps"] += 1
+                    acc["norm_sum"] += norm
+                    acc["norm_max"] = max(acc["norm_max"], norm)
+                    self._good_update(value)
+                else:
+                    self._fault(fault, value, norm, state)
                 now = time.monotonic()
                 if show_bar:
                     m = _metrics(self.task, acc["epoch_loss"] / acc["epoch_tokens"])
@@ -354,6 +420,97 @@ class Trainer:
             self._stopped_midway(stop)
             return stop
         return self._end_epoch(time.monotonic() - epoch_t0, acc["epoch_tokens"] - epoch_tokens0)
+
+    # -- faults ----------------------------------------------------------------------------------------------------
+    def _recent_mean(self) -> float | None:
+        recent = self.progress["faults"]["recent"]
+        return sum(recent) / len(recent) if recent else None
+
+    def _is_spike(self, value: float) -> bool:
+        o, f = self.options, self.progress["faults"]
+        if o.spike_factor is None or len(f["recent"]) < o.spike_window:
+            return False
+        mean = self._recent_mean()
+        return mean > 0 and value > o.spike_factor * mean  # a ratio means nothing for a mean <= 0 (e.g. an NLL)
+
+    def _good_update(self, value: float) -> None:
+        o, f = self.options, self.progress["faults"]
+        f["recent"].append(value)
+        del f["recent"][:-o.spike_window]
+        f["in_a_row"] = 0
+        f["clean"] += 1
+        if f["clean"] >= o.spike_window:
+            self._take_rollback_point()
+
+    def _take_rollback_point(self) -> None:
+        """Copy weights and optimizer state to CPU memory: where the next rollback returns to."""
+        self._rollback_point = {"step": self.progress["step"], "model": _copy_tree(self.model.state_dict()),
+                                "optim": _copy_tree(self.optimizer.state_dict())}
+        self.progress["faults"]["clean"] = 0
+
+    def _rollback(self) -> None:
+        point = self._rollback_point
+        self.model.load_state_dict(point["model"])
+        self.optimizer.load_state_dict(_copy_tree(point["optim"]))  # a copy: the optimizer updates its state in place
+        self.progress["lr"] *= self.options.fault_lr_factor
+        self._set_lr(self.progress["lr"])
+
+    def _fault(self, kind: str, value: float, norm: float, state) -> None:
+        """Handle a skipped batch: count it, roll back after fault_patience in a row, give up after max_rollbacks;
+        log and print what happened and what was done."""
+        o, p, f = self.options, self.progress, self.progress["faults"]
+        f["in_a_row"] += 1
+        f["skipped"] += 1
+        f["clean"] = 0
+        p["acc"]["skipped"] = p["acc"].get("skipped", 0) + 1
+        mean = self._recent_mean()
+        if kind == "nonfinite_loss":
+            what = f"the loss became {value}"
+        elif kind == "spike":
+            what = f"loss spike: {value:.4g} > {o.spike_factor:g} x the recent mean {mean:.4g}"
+        else:
+            what = f"the gradient norm became {norm}"
+        rec = {"kind": "fault", "epoch": p["epoch"] + 1, "batch": p["batch"], "step": p["step"], "fault": kind,
+               "loss": value, "grad_norm": norm if kind == "nonfinite_grad" else None, "recent_mean": mean,
+               "in_a_row": f["in_a_row"]}
+        total = self.train_data.num_batches(p["epoch"])
+        where = f"epoch {p['epoch'] + 1} batch {p['batch']}/{total} (step {p['step']})"
+        if f["in_a_row"] < o.fault_patience:
+            self._report_fault({**rec, "action": "skipped", "lr": p["lr"]},
+                               f"  fault at {where}: {what}; skipped the update ({f['in_a_row']} in a row; a rollback "
+                               f"after {o.fault_patience})")
+            return
+        f["in_a_row"] = 0
+        f["rollbacks"] += 1
+        lr_before = p["lr"]
+        self._rollback()
+        to = self._rollback_point["step"]
+        if f["rollbacks"] <= o.max_rollbacks:
+            self._report_fault({**rec, "action": "rolled_back", "rolled_back_to_step": to, "lr": p["lr"],
+                                "rollbacks": f["rollbacks"]},
+                               f"  fault at {where}: {what}; {o.fault_patience} bad batches in a row: rolled back to "
+                               f"step {to}, lr {lr_before:.3g} -> {p['lr']:.3g} (rollback {f['rollbacks']} of at "
+                               f"most {o.max_rollbacks})")
+            return
+        self._report_fault({**rec, "action": "aborted", "rolled_back_to_step": to, "lr": p["lr"],
+                            "rollbacks": f["rollbacks"]},
+                           f"  fault at {where}: {what}; {o.fault_patience} bad batches in a row once more after "
+                           f"{o.max_rollbacks} rollbacks: giving up")
+        self._save("last", carry=state)
+        if self.log is not None:
+            self.log.write({"kind": "stop", "reason": "faults", "epoch": p["epoch"] + 1, "batch": p["batch"],
+                            "step": p["step"]})
+        saved = (f" Saved {self.out_dir / 'last'} (rolled back to step {to}, lr {p['lr']:.3g}; resume from it) and "
+                 f"kept {self.out_dir / 'best'}." if self.out_dir is not None else "")
+        raise TrainingError(f"training keeps failing: {what} at {where}; {o.fault_patience} bad batches in a row "
+                            f"came back after {o.max_rollbacks} rollbacks (lr now {p['lr']:g}).{saved} Lower the "
+                            "learning rate or clip the gradient norm (for spikes of a noisy loss: a larger "
+                            "spike_factor); to keep trying, resume with a larger max_rollbacks")
+
+    def _report_fault(self, rec: dict, line: str) -> None:
+        if self.log is not None:
+            self.log.write(rec)
+        self._print(line)
 
     def _clip(self) -> float:
         """Clip as the options say; return the total gradient norm before clipping."""
@@ -393,12 +550,13 @@ class Trainer:
     def _end_epoch(self, seconds: float, tokens: int) -> str | None:
         o, p, acc = self.options, self.progress, self.progress["acc"]
         epoch = p["epoch"]
-        train_m = _metrics(self.task, acc["epoch_loss"] / max(acc["epoch_tokens"], 1))
+        # nan (null in metrics.jsonl): every batch of the epoch was skipped as a fault
+        train_m = _metrics(self.task, acc["epoch_loss"] / acc["epoch_tokens"] if acc["epoch_tokens"] else math.nan)
         valid_loss, improved = None, False
         if self.valid_data is not None:
             valid_loss = evaluate_task(self.model, self.task, self.valid_data)
             best = p["best_valid_loss"]
-            improved = best is None or valid_loss < best
+            improved = math.isfinite(valid_loss) and (best is None or valid_loss < best)
             if improved:
                 p["best_valid_loss"], p["bad_epochs"] = valid_loss, 0
             else:
@@ -417,13 +575,16 @@ class Trainer:
         if valid_loss is not None:
             rec.update({f"valid_{k}": v for k, v in _metrics(self.task, valid_loss).items()})
             rec["best"] = improved
-        rec.update({"lr": lr_used, "tokens_per_s": tokens / max(seconds, 1e-9), "epoch_s": seconds})
+        rec.update({"lr": lr_used, "skipped_batches": acc.get("skipped", 0),
+                    "tokens_per_s": tokens / max(seconds, 1e-9), "epoch_s": seconds})
         if self.log is not None:
             self.log.write(rec)
         line = f"epoch {epoch + 1:>3}/{o.epochs}  train {_fmt(train_m)}"
         if valid_loss is not None:
             line += f" | valid {_fmt(_metrics(self.task, valid_loss))}"
         line += f" | lr {lr_used:.3g} | {_rate(tokens, seconds)} | {seconds:.1f} s" + ("  *best*" if improved else "")
+        if acc.get("skipped"):
+            line += f"  ({acc['skipped']} bad batches skipped)"
         if p["lr"] != lr_used:
             line += f"  (lr -> {p['lr']:.3g})"
         self._print(line)
@@ -441,7 +602,7 @@ class Trainer:
         elif reason == "max_minutes":
             what = f"reached the time limit of {self.options.max_minutes:g} min"
         else:
-            what = "interrupted"
+            what = "interrupted" + (f" {self._stop_note}" if self._stop_note else "")
         total = self.train_data.num_batches(p["epoch"])
         where = f"epoch {p['epoch'] + 1}, batch {p['batch']}/{total}, step {p['step']}"
         saved = f"; saved {self.out_dir / 'last'} (resume from it)" if self.out_dir is not None else ""
@@ -455,12 +616,38 @@ class Trainer:
             return
         meta = {**self.meta, "model": getattr(self.model, "config", None), "trainer": self.progress,
                 "rng": rng_state(), "train_options": asdict(self.options)}
-        save_checkpoint(self.out_dir / which, self.model, self.optimizer, meta, carry=carry)
+        # last/ keeps the rollback point too, so a resumed run rolls back to the same state as an uninterrupted one.
+        extra = {"rollback_point": self._rollback_point} if which == "last" and self._rollback_point else None
+        save_checkpoint(self.out_dir / which, self.model, self.optimizer, meta, carry=carry, extra=extra)
 
     def _summary(self, reason: str) -> dict:
         p = self.progress
+        f = p.get("faults") or self._zero_faults()
         return {"stopped": reason, "epochs": p["epoch"], "batch": p["batch"], "steps": p["step"],
-                "best_valid_loss": p["best_valid_loss"], "last_valid_loss": p["last_valid_loss"], "lr": p["lr"]}
+                "best_valid_loss": p["best_valid_loss"], "last_valid_loss": p["last_valid_loss"], "lr": p["lr"],
+                "skipped_batches": f["skipped"], "rollbacks": f["rollbacks"]}
+
+
+def _copy_tree(obj):
+    """A copy of nested dicts/lists/tuples in which every tensor is copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _copy_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_tree(v) for v in obj)
+    return obj
+
+
+def _all_finite(obj) -> bool:
+    """No NaN or Inf in any floating-point tensor of a nested state."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    return True
 
 
 def _to_device(state, device):

@@ -1,0 +1,44 @@
+"""``rnnlab export RUN_DIR --onnx OUT.onnx`` on a tiny LM trained by the CLI: the file, its inputs, the onnxruntime
+check, ``--help`` and bad input as one line ``rnnlab: error: ...`` with exit code 2. The exported graphs themselves
+are held to PyTorch in test_export.py. Skipped without onnx / onnxscript / onnxruntime."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+ort = pytest.importorskip("onnxruntime")
+
+from cli_helpers import cli, one_line_error  # noqa: E402
+
+
+def test_cli_export_of_a_trained_lm(tmp_path, capsys, monkeypatch):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 8, encoding="utf-8")
+    run = tmp_path / "run"
+    rc, _, err = cli(capsys, "train", "lm", "--train", corpus, "--epochs", "1", "--hidden", "8", "--bptt", "8",
+                     "--batch-size", "4", "--quiet", "--out", run)
+    assert rc == 0, err
+    out = tmp_path / "lm.onnx"
+    rc, stdout, err = cli(capsys, "export", run, "--onnx", out)
+    assert rc == 0, err
+    assert f"wrote {out}" in stdout and "inputs tokens, h0, c0" in stdout and "onnxruntime matches PyTorch" in stdout
+    assert out.exists() and not list(tmp_path.glob("*.data"))  # the weights are inside the .onnx file
+    assert [i.name for i in ort.InferenceSession(str(out)).get_inputs()] == ["tokens", "h0", "c0"]
+
+    with pytest.raises(SystemExit) as exc:
+        cli(capsys, "export", "--help")
+    assert exc.value.code == 0 and "examples:" in capsys.readouterr().out
+    one_line_error(capsys, "export", run, "--onnx", tmp_path / "lm.txt", must=["--onnx", "*.onnx"])
+    one_line_error(capsys, "export", run, "--onnx", tmp_path / "nowhere" / "lm.onnx", must=["does not exist"])
+    one_line_error(capsys, "export", tmp_path / "none", "--onnx", out, must=["RUN_DIR"])
+    one_line_error(capsys, "export", run, must=["--onnx"])
+    ngram = tmp_path / "ngram"
+    rc, _, err = cli(capsys, "train", "ngram", "--train", corpus, "--epochs", "1", "--hidden", "8", "--emb", "4",
+                     "--bptt", "8", "--batch-size", "4", "--quiet", "--out", ngram)
+    assert rc == 0, err
+    one_line_error(capsys, "export", ngram, "--onnx", out, must=["n-gram language model", "rnnlab train lm"])
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    one_line_error(capsys, "export", run, "--onnx", out, "--no-check", must=["pip install rnnlab[onnx]"])

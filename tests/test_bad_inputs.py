@@ -156,7 +156,7 @@ DAMAGE = {
     "bad_model": _edit_meta(lambda m: m["model"].update(hidden=-3)),
     "dup_vocab": _edit_meta(lambda m: m["vocab"].update(itos=["a", "a"])),
     "bad_normalizer": _edit_meta(lambda m: m["series"].update(normalizer=3)),
-    # Damage that only the trainer or the checkpoint reader can notice (see XFAIL below).
+    # Damage that only the trainer (Trainer.restore) or the checkpoint reader (Checkpoint.model_state) notices.
     "no_rng": _edit_meta(lambda m: m.pop("rng")),
     "bad_trainer": _edit_meta(lambda m: m.update(trainer={"epoch": "x"})),
     "dangling_alias": _edit_meta(lambda m: m.update(aliases={"decoder.weight": "no.such.tensor"})),
@@ -287,7 +287,8 @@ CASES = {
                            ["--file", "pairs_two_tabs.tsv", "line 2", "2 tabs"]),
     # -- damaged checkpoints ----------------------------------------------------------------------------------------
     "generate-truncated-weights": (lambda c: ["generate", c.damaged("lm", "truncated")],
-                                   ["CHECKPOINT", "model.safetensors", "not a readable safetensors file"]),
+                                   ["CHECKPOINT", "model.safetensors", "not a readable safetensors file",
+                                    "best/ instead of last/", "retrain"]),
     "eval-truncated-weights": (lambda c: ["eval", c.damaged("lm", "truncated"), "--file", c.text],
                                ["model.safetensors", "damaged"]),
     "resume-truncated-weights": (lambda c: _t("lm", "--resume", c.damaged("lm", "truncated")),
@@ -299,7 +300,7 @@ CASES = {
     "predict-missing-weights": (lambda c: ["predict", c.damaged("classify", "no_weights"), "--file", BAD / "ok.txt"],
                                 ["RUN_DIR", "model.safetensors is missing", "retrain"]),
     "generate-json-not-json": (lambda c: ["generate", c.damaged("lm", "not_json")],
-                               ["checkpoint.json", "not valid JSON", "damaged"]),
+                               ["checkpoint.json", "not valid JSON", "damaged", "retrain"]),
     "predict-json-not-json": (lambda c: ["predict", c.damaged("tag", "not_json"), "--file", BAD / "ok.txt"],
                               ["RUN_DIR", "checkpoint.json", "not valid JSON"]),
     "resume-json-not-json": (lambda c: _t("tag", "--resume", c.damaged("tag", "not_json")),
@@ -307,7 +308,7 @@ CASES = {
     "translate-json-binary": (lambda c: ["translate", c.damaged("seq2seq", "binary_json"), "--file", c.pairs],
                               ["RUN_DIR", "checkpoint.json"]),
     "generate-json-a-list": (lambda c: ["generate", c.damaged("lm", "json_list")],
-                             ["checkpoint.json", "not an rnnlab checkpoint"]),
+                             ["checkpoint.json", "not an rnnlab checkpoint", "pass the directory", "retrain"]),
     "generate-no-vocab": (lambda c: ["generate", c.damaged("lm", "no_vocab")],
                           ["CHECKPOINT", "no readable vocabulary", "retrain"]),
     "resume-no-vocab": (lambda c: _t("classify", "--resume", c.damaged("classify", "no_vocab")),
@@ -372,10 +373,10 @@ CASES = {
     "regress-to-generate": (lambda c: ["generate", c.runs["regress"]],
                             ["'rnnlab train regress' run", "not a language model"]),
     "tagger-to-resume-lm": (lambda c: _t("lm", "--resume", c.runs["tag"]),
-                            ["--resume", "holds a 'tag' run", "rnnlab train tag --resume"]),
+                            ["--resume", "holds an 'rnnlab train tag' run", "use 'rnnlab train tag --resume"]),
     "lm-to-resume-tag": (lambda c: _t("tag", "--resume", c.runs["lm"]), ["--resume", "rnnlab train lm --resume"]),
     "lm-to-resume-task": (lambda c: ["task", "parity", "--resume", c.runs["lm"]],
-                          ["--resume", "not a checkpoint written by 'rnnlab task'"]),
+                          ["--resume", "holds an 'rnnlab train lm' run", "use 'rnnlab train lm --resume"]),
     "text-file-to-generate": (lambda c: ["generate", c.text], ["CHECKPOINT", "text.txt", "is a file"]),
     "data-dir-to-predict": (lambda c: ["predict", c.data, "--file", BAD / "ok.txt"],
                             ["RUN_DIR", "not a checkpoint", "--out"]),
@@ -428,6 +429,8 @@ CASES = {
     # -- output directories ---------------------------------------------------------------------------------------
     "out-is-a-file": (lambda c: _t("lm", "--train", c.text, *TINY["lm"], "--out", c.gen / "a_file"),
                       ["--out", "a_file", "is a file", "choose a directory"]),
+    "out-is-a-file-task": (lambda c: ["task", "parity", "--out", c.gen / "a_file"],
+                           ["--out", "a_file", "is a file", "choose a directory"]),
     "out-inside-a-file": (lambda c: _t("tag", "--train", c.conllu, "--out", c.gen / "a_file" / "run"),
                           ["--out", "which is a file"]),
     "out-is-a-checkpoint": (lambda c: _t("lm", "--train", c.text, "--out", c.runs["lm"] / "last"),
@@ -445,16 +448,15 @@ CASES = {
                                       ["--test", "labels_unseen_label.tsv", "line 2", "'neutral'"]),
     "resume-with-changed-flag": (lambda c: _t("lm", "--resume", c.runs["lm"], "--lr", "0.5"),
                                  ["--lr cannot change when resuming", "drop it"]),
-}
-
-# Damage only trainer.py (Trainer.restore) or checkpoint.py (Checkpoint.model_state) can notice: both are outside
-# the files this test's fixes touched. Each still ends as one line, but with exit code 1 and the exception's name.
-XFAIL = {
-    "resume-without-rng-state": (lambda c: _t("lm", "--resume", c.damaged("lm", "no_rng")), ["--resume", "rng"]),
+    # -- damage only Trainer.restore or Checkpoint.model_state notices ----------------------------------------------
+    "resume-without-rng-state": (lambda c: _t("lm", "--resume", c.damaged("lm", "no_rng")),
+                                 ["--resume", "last/checkpoint.json", "no RNG states ('rng')", "retrain"]),
     "resume-bad-trainer-state": (lambda c: _t("classify", "--resume", c.damaged("classify", "bad_trainer")),
-                                 ["--resume", "trainer"]),
+                                 ["--resume", "last/checkpoint.json", "trainer state", "'epoch' = 'x'",
+                                  "an integer >= 0", "best/ instead of last/", "retrain"]),
     "generate-dangling-alias": (lambda c: ["generate", c.damaged("lm", "dangling_alias")],
-                                ["CHECKPOINT", "aliases"]),
+                                ["CHECKPOINT", "checkpoint.json", "'aliases' maps 'decoder.weight' to "
+                                 "'no.such.tensor'", "model.safetensors does not hold", "retrain"]),
 }
 
 
@@ -486,14 +488,6 @@ def test_bad_input_is_one_line_with_exit_code_2_and_loses_nothing(case, ctx, wor
     assert not (ctx.tmp / "o").exists() and not (ctx.tmp / "d").exists()
 
 
-@pytest.mark.parametrize("case", sorted(XFAIL))
-@pytest.mark.xfail(reason="exit 1 'KeyError' from Trainer.restore / Checkpoint.model_state (train/trainer.py, "
-                          "train/checkpoint.py): reported, not fixed here", strict=False)
-def test_damage_noticed_only_by_the_trainer_or_the_checkpoint_reader(case, ctx, capsys):
-    build, must = XFAIL[case]
-    _check_one_line(capsys, build(ctx), must)
-
-
 def test_the_corpus_is_small_and_every_file_is_used():
     files = sorted(p.name for p in BAD.iterdir() if p.suffix != ".md")
     assert all((BAD / f).stat().st_size <= 500 for f in files)
@@ -509,3 +503,22 @@ class _Recorder(Ctx):
 
     def damaged(self, kind: str, how: str) -> Path:
         return Path("tmp") / f"{kind}-{how}"
+
+
+def test_device_errors_cut_torch_messages_at_a_word(monkeypatch):
+    from rnnlab.cli import common
+    from rnnlab.cli.options import UsageError, clip_words
+
+    assert clip_words("short  text\n here") == "short text here"
+    long = "the CUDA driver on this machine is too old for the installed torch build please update " * 3
+    cut = clip_words(long, 60)
+    assert len(cut) <= 60 and cut.endswith(" …") and long.startswith(cut[:-2])
+    assert long[len(cut) - 2] == " "  # the cut ends a word
+    monkeypatch.setattr(common.torch, "empty", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(long)))
+    with pytest.raises(UsageError) as exc:
+        common.torch_device("cuda:3", None)
+    msg = str(exc.value)
+    assert msg.startswith("--device cuda:3: not usable on this machine (the CUDA driver") and msg.endswith(
+        " …); use --device cpu")
+    why = msg[msg.index("(") + 1:msg.index(" …)")]
+    assert long.startswith(why) and long[len(why)] == " "

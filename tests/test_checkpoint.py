@@ -303,3 +303,108 @@ def test_sigkill_during_saves_always_leaves_a_loadable_resumable_checkpoint(tmp_
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["kills"] == 30 and report["last"] > 1  # the children did save
+
+
+# -- damaged checkpoints: a CheckpointError naming the file, what is wrong and what to do ----------------------------
+def _stopped_lm_run(tmp_path):
+    opts = TrainOptions(epochs=1, optimizer="adam", lr=3e-3, max_steps=3, seed=5, quiet=True, progress=False)
+    _, trainer = lm_run(tmp_path / "run", 0, opts)
+    assert trainer.fit()["stopped"] == "max_steps"
+    return opts, load_checkpoint(tmp_path / "run" / "last")
+
+
+def _edited(checkpoint, edit):
+    meta = json.loads(json.dumps(checkpoint.meta))
+    edit(meta)
+    return ckpt_module.Checkpoint(checkpoint.path, meta)
+
+
+@pytest.mark.parametrize("edit, must", [
+    (lambda m: m.pop("trainer"), r"holds no trainer state \('trainer'\).*or retrain"),
+    (lambda m: m.pop("rng"), r"holds no RNG states \('rng'\), so the run cannot continue exactly"),
+    (lambda m: m["rng"].update(torch="AAAA"), r"its RNG states \('rng'\) are malformed"),
+    (lambda m: m["rng"].pop("numpy"), r"its RNG states \('rng'\) are malformed \('numpy' is missing\)"),
+    (lambda m: m.update(trainer={"epoch": "x"}), r"the trainer state \('trainer'\) has 'epoch' = 'x', not an "
+                                                 r"integer >= 0"),
+    (lambda m: m.update(trainer=[1, 2]), r"the trainer state \('trainer'\) is a list, not a mapping"),
+    (lambda m: m["trainer"].pop("step"), r"has no 'step'"),
+    (lambda m: m["trainer"]["acc"].pop("tokens"), r"has no 'acc.tokens'"),
+    (lambda m: m["trainer"]["faults"].update(recent=["a"]), r"has 'faults.recent' = \['a'\], not a list of"),
+])
+def test_restore_refuses_a_damaged_trainer_state_and_changes_nothing(tmp_path, edit, must):
+    opts, last = _stopped_lm_run(tmp_path)
+    model, fresh = lm_run(tmp_path / "other", 7, opts)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    progress = json.dumps(fresh.progress)
+    torch.manual_seed(11)
+    rng = torch.get_rng_state()
+    with pytest.raises(CheckpointError, match=must) as exc:
+        fresh.restore(_edited(last, edit))
+    msg = str(exc.value)
+    assert msg.startswith(f"{last.path / 'checkpoint.json'}: ") and msg.endswith("retrain")
+    # Nothing was restored: the trainer, its weights and the global RNG are as they were.
+    assert json.dumps(fresh.progress) == progress and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_restore_an_older_trainer_state_fills_in_what_it_lacks(tmp_path):
+    opts, last = _stopped_lm_run(tmp_path)
+    old = _edited(last, lambda m: [m["trainer"].pop(k) for k in ("faults", "last_valid_loss", "bad_epochs")]
+                  + [m["trainer"]["acc"].pop("skipped")])
+    _, trainer = lm_run(tmp_path / "other", 7, opts)
+    trainer.restore(old)
+    p = trainer.progress
+    assert p["step"] == 3 and p["faults"]["rollbacks"] == 0 and p["bad_epochs"] == 0 and p["acc"]["skipped"] == 0
+    assert p["last_valid_loss"] is None
+
+
+def test_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    opts, last = _stopped_lm_run(tmp_path)
+    _, trainer = lm_run(tmp_path / "other", 7, opts)
+
+    def two_groups(meta):
+        groups = meta["optimizer"]["param_groups"]
+        groups.append(dict(groups[0]))
+    with pytest.raises(CheckpointError, match=r"last: its optimizer state does not fit the adam optimizer of this "
+                                              r"model \(.*parameter groups\); the checkpoint is damaged: .*retrain"):
+        trainer.restore(_edited(last, two_groups))
+    missing = _edited(last, lambda m: m["optimizer"]["state"]["__items__"][0][1]["exp_avg"].update(
+        __tensor__="no.such"))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json: 'optimizer' names tensor 'no\.such', which "
+                                              r"optim\.safetensors does not hold; .*retrain"):
+        missing.optimizer_state()
+
+
+def test_dangling_alias_and_damaged_files_say_what_to_do(tmp_path):
+    model = RecurrentLM(11, hidden=6, emb=6, tie=True, cell="gru")
+    path = save_checkpoint(tmp_path / "last", model, None, {"model": model.config})
+    c = load_checkpoint(path)
+    c.meta["aliases"] = {"decoder.weight": "no.such.tensor"}
+    with pytest.raises(CheckpointError, match=r"last/checkpoint\.json: 'aliases' maps 'decoder\.weight' to "
+                                              r"'no\.such\.tensor', which model\.safetensors does not hold; the "
+                                              r"checkpoint is damaged: use the run's other one .* or retrain"):
+        c.model_state()
+    c.meta["aliases"] = ["decoder.weight"]
+    with pytest.raises(CheckpointError, match=r"'aliases' is a list, not a mapping"):
+        c.load_model(model)
+    (path / "model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{junk")
+    with pytest.raises(CheckpointError, match=r"not a readable safetensors file \(.*\); the checkpoint is damaged: "
+                                              r"use the run's other one \(best/ instead of last/.*or retrain"):
+        load_checkpoint(path).model_state()
+    (path / "checkpoint.json").write_text("{oops", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"not valid JSON .*; the checkpoint is damaged: .*or retrain"):
+        load_checkpoint(path)
+    (path / "checkpoint.json").write_text('{"format": "other"}', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"not an rnnlab checkpoint \(format is not 'rnnlab-checkpoint'\); pass "
+                                              r"the directory an rnnlab training run wrote .*or retrain"):
+        load_checkpoint(path)
+
+
+def test_a_damaged_metrics_log_is_a_checkpoint_error_with_the_fix(tmp_path):
+    opts, last = _stopped_lm_run(tmp_path)
+    with open(tmp_path / "run" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write("{half a record\n")
+    _, trainer = lm_run(tmp_path / "run", 7, opts)
+    with pytest.raises(CheckpointError, match=r"run/metrics\.jsonl: not a metrics log that can be rewound to step 3 "
+                                              r"\(.*\); move it aside and resume again"):
+        trainer.restore(last)

@@ -1,6 +1,7 @@
-"""``rnnlab export RUN_DIR --onnx OUT.onnx`` on a tiny LM trained by the CLI: the file, its inputs, the onnxruntime
-check, ``--help`` and bad input as one line ``rnnlab: error: ...`` with exit code 2. The exported graphs themselves
-are held to PyTorch in test_export.py. Skipped without onnx / onnxscript / onnxruntime."""
+"""``rnnlab export RUN_DIR --onnx OUT.onnx`` on a tiny LM and a tiny encoder-decoder (two files) trained by the CLI:
+the files, their inputs, the onnxruntime check, ``--help`` and bad input as one line ``rnnlab: error: ...`` with exit
+code 2. The exported graphs themselves are held to PyTorch in test_export.py. Skipped without onnx / onnxscript /
+onnxruntime."""
 from __future__ import annotations
 
 import sys
@@ -42,3 +43,25 @@ def test_cli_export_of_a_trained_lm(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, "export", ngram, "--onnx", out, must=["n-gram language model", "rnnlab train lm"])
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     one_line_error(capsys, "export", run, "--onnx", out, "--no-check", must=["pip install rnnlab[onnx]"])
+
+
+def test_cli_export_of_a_trained_seq2seq_model(tmp_path, capsys):
+    run = tmp_path / "rev"
+    rc, _, err = cli(capsys, "train", "seq2seq", "--task", "reverse", "--max-len", "6", "--batches", "5",
+                     "--epochs", "1", "--valid-size", "8", "--emb", "4", "--hidden", "6", "--batch-size", "8",
+                     "--attention", "additive", "--quiet", "--out", run)
+    assert rc == 0, err
+    out = tmp_path / "rev.onnx"
+    rc, stdout, err = cli(capsys, "export", run, "--onnx", out)
+    assert rc == 0, err
+    encoder, step = tmp_path / "rev.encoder.onnx", tmp_path / "rev.decoder_step.onnx"
+    assert f"wrote {encoder}" in stdout and f"and {step} (one decoder step" in stdout
+    assert "greedy decoding in onnxruntime gives PyTorch's tokens (5 sources)" in stdout
+    assert encoder.exists() and step.exists() and not out.exists()
+    assert [i.name for i in ort.InferenceSession(str(encoder)).get_inputs()] == ["src", "src_lengths"]
+    assert [i.name for i in ort.InferenceSession(str(step)).get_inputs()] == ["y_prev", "h", "c", "memory", "keys",
+                                                                           "mask"]
+    with pytest.raises(SystemExit):
+        cli(capsys, "export", "--help")
+    help_text = capsys.readouterr().out
+    assert "OUT.encoder.onnx" in help_text and "OUT.decoder_step.onnx" in help_text

@@ -93,3 +93,80 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "translate" in capsys.readouterr().out
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("runs") / "cmp"
+    rc = main(["train", "seq2seq", "--task", "reverse", "--attention", "additive", "--compare-attention",
+               "--bucket-width", "2", "--out", str(out), *TINY])
+    return rc, out
+
+
+def test_compare_attention_trains_both_and_draws_the_length_curves(compared, capsys):
+    rc, out = compared
+    assert rc == 0
+    for kind in ("none", "additive"):
+        model, _, ckpt = load_seq2seq(out / kind)
+        assert model.config["attention"] == kind and ckpt.path == out / kind / "best"
+    # The same budget: the same number of updates in each run.
+    steps = [[r["step"] for r in map(json.loads, (out / k / "metrics.jsonl").read_text().splitlines())
+              if r["kind"] == "epoch"] for k in ("none", "additive")]
+    assert steps[0] == steps[1] and len(steps[0]) == 2
+    assert (out / "length-curves.png").read_bytes()[:8] == PNG
+    curves = json.loads((out / "length-curves.json").read_text())
+    assert set(curves["exact_match"]) == {"none", "additive"}
+    lengths = {int(k) for k in curves["n"]}
+    assert lengths <= set(range(5, 9)) and len(lengths) >= 3 and sum(curves["n"].values()) == 40
+    for kind in ("none", "additive"):
+        assert set(curves["exact_match"][kind]) == {str(k) for k in lengths}
+        assert all(0 <= v <= 1 for v in curves["exact_match"][kind].values())
+
+
+def test_compare_attention_prints_both_curves(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc, out, _ = cli(capsys, "train", "seq2seq", "--task", "copy", "--compare-attention", "--out", tmp_path / "c",
+                     "--bucket-width", "4", "--epochs", "1", *TINY[:2], "--batches", "5", "--valid-size", "16",
+                     "--emb", "4", "--hidden", "6", "--quiet")
+    assert rc == 0
+    assert "== attention none: " in out and "== attention multiplicative: " in out
+    table = out[out.index("exact match by source length (valid, best weights of each run):"):]
+    assert "source length   sequences          none   multiplicative" in table and " 5-7 " in table
+    assert f"wrote {tmp_path / 'c' / 'length-curves.png'}" in out
+
+
+def test_compare_attention_bad_input(tmp_path, capsys):
+    one_line_error(capsys, "train", "seq2seq", "--task", "copy", "--compare-attention", "--attention", "none",
+                   must=["--compare-attention compares --attention none with additive or multiplicative"])
+    (tmp_path / "p.tsv").write_text("ab\tba\n", encoding="utf-8")
+    one_line_error(capsys, "train", "seq2seq", "--train", tmp_path / "p.tsv", "--compare-attention",
+                   must=["--compare-attention", "give --valid FILE"])
+    one_line_error(capsys, "train", "seq2seq", "--resume", tmp_path / "r", "--compare-attention",
+                   must=["--compare-attention starts two new runs"])
+
+
+def test_translate_draws_attention_heatmaps(trained, compared, tmp_path, capsys):
+    f = tmp_path / "in.txt"
+    f.write_text("abcde\nhgfe\tefgh\ncab\n", encoding="utf-8")
+    png = tmp_path / "attn.png"
+    rc, out, err = cli(capsys, "translate", trained, "--file", f, "--attention-png", png)
+    assert rc == 0 and len(out.splitlines()) == 3
+    assert png.read_bytes()[:8] == PNG and f"attention heatmap {png}" in err
+    rc, out, err = cli(capsys, "translate", trained, "--file", f, "--attention-png", png, "--attention-lines", "2",
+                       "--beam", "2")
+    assert rc == 0
+    for i in (1, 2):
+        assert (tmp_path / f"attn-{i}.png").read_bytes()[:8] == PNG
+    assert not (tmp_path / "attn-3.png").exists() and "attention heatmaps " in err
+    one_line_error(capsys, "translate", trained, "--file", f, "--attention-png", tmp_path / "a.jpg",
+                   must=["--attention-png", "*.png"])
+    one_line_error(capsys, "translate", trained, "--file", f, "--attention-png", tmp_path / "no" / "a.png",
+                   must=["does not exist"])
+    one_line_error(capsys, "translate", trained, "--file", f, "--attention-lines", "2",
+                   must=["--attention-lines 2 needs --attention-png"])
+    one_line_error(capsys, "translate", compared[1] / "none", "--file", f, "--attention-png", png,
+                   must=["no attention", "--attention none"])

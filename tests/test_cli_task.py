@@ -84,8 +84,34 @@ def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, capsys):
     one_line_error(capsys, "task", "parity", "--resume", tmp_path / "part", "--hidden", "9",
                    must=["--hidden cannot change when resuming (the run used 8)"])
     one_line_error(capsys, "task", "copy", "--resume", tmp_path / "part",
-                   must=["holds a 'parity' run; use 'rnnlab task parity --resume ...'"])
+                   must=["holds an 'rnnlab task parity' run; use 'rnnlab task parity --resume ...'"])
     one_line_error(capsys, *args, "--out", tmp_path / "part", must=["already holds a run", "--resume"])
+
+
+def test_fault_flags_reach_the_trainer_and_may_change_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = cli(capsys, "task", "adding", "--length", "5", *TINY, "--max-steps", "2", "--spike-factor", "0",
+                     "--spike-window", "7", "--fault-patience", "2", "--fault-lr-factor", "0.25", "--max-rollbacks",
+                     "1", "--out", out)
+    assert rc == 0, err
+    meta = load_checkpoint(out / "last").meta
+    faults = ("spike_factor", "spike_window", "fault_patience", "fault_lr_factor", "max_rollbacks")
+    assert [meta["train_options"][k] for k in faults] == [None, 7, 2, 0.25, 1]  # --spike-factor 0: no spike check
+    # Resumed: a fault flag given anew replaces the run's; the others keep the run's value, not the defaults.
+    rc, stdout, err = cli(capsys, "task", "adding", "--resume", out, "--max-steps", "1", "--max-rollbacks", "6")
+    assert rc == 0, err
+    assert "resuming" in stdout
+    meta = load_checkpoint(out / "last").meta
+    assert meta["trainer"]["step"] == 3
+    assert [meta["train_options"][k] for k in faults] == [None, 7, 2, 0.25, 6]
+    assert meta["run"]["max_rollbacks"] == 6
+    one_line_error(capsys, "task", "adding", "--resume", out, "--fault-lr-factor", "2",
+                   must=["--fault-lr-factor", "got 2", "<= 1"])
+    # Not given: TrainOptions' defaults.
+    rc, _, err = cli(capsys, "task", "parity", "--max-len", "4", *TINY, "--max-steps", "1", "--out", tmp_path / "p")
+    assert rc == 0, err
+    meta = load_checkpoint(tmp_path / "p" / "last").meta
+    assert [meta["train_options"][k] for k in faults] == [10.0, 50, 3, 0.5, 5]
 
 
 def test_help_lists_tasks_and_examples(capsys):
@@ -98,7 +124,8 @@ def test_help_lists_tasks_and_examples(capsys):
     with pytest.raises(SystemExit):
         main(["task", "copy", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--delay", "--symbols", "--cell", "--init", "--max-minutes", "--out", "--resume"):
+    for flag in ("--delay", "--symbols", "--cell", "--init", "--max-minutes", "--out", "--resume", "--spike-factor F",
+                 "--spike-window N", "--fault-patience K", "--fault-lr-factor F", "--max-rollbacks N"):
         assert flag in out
     assert "--pooling" not in out
 

@@ -279,3 +279,14 @@ def test_sigterm_saves_a_resumable_last_checkpoint(tmp_path, capsys, monkeypatch
     assert rc == 0, err
     a, b = load_checkpoint(full / "last").model_state(), resumed.model_state()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_validation_loss_still_saves_a_checkpoint(tmp_path):
+    """checkpoint.json is strict JSON: an epoch whose validation loss is NaN must still write last/ (the NaN is
+    stored as 'none measured'), never become best/, and the run must resume from it."""
+    trainer, _, _ = run(["ok", "ok", "ok"], out=tmp_path, valid=batches(["nan"], seed=1), epochs=2)
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path, prefer="last")
+    assert ckpt.meta["trainer"]["last_valid_loss"] is None
+    assert not (tmp_path / "best").exists()
+    assert [r["best"] for r in records(tmp_path, "epoch")] == [False, False]

@@ -268,3 +268,35 @@ def test_a_tiny_model_learns_to_reverse_short_sequences():
     assert m["token_accuracy"] >= 0.95 and m["n"] == 200
     assert [r["lengths"] for r in m["by_length"]] == ["3", "4-5", "6"]
     assert sum(r["n"] for r in m["by_length"]) == 200
+
+
+def test_attention_heatmap_and_length_curves_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    from rnnlab.diagnose import report
+
+    model = tiny("multiplicative").eval()
+    src, lengths = padded([[4, 5, 6, 7, 8], [5, 6]])
+    d = model.greedy(src, lengths, max_len=6)[1]
+    target = [str(i) for i in d.ids] + (["<eos>"] if d.finished else [])
+    assert d.attention.shape == (len(target), 2)
+    small = report.plot_attention(d.attention, ["a", " "], target, tmp_path / "small.png", title="line 2")
+    assert small.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    weights = torch.rand(40, 30).softmax(-1)
+    big = report.plot_attention(weights, [f"w{i}" for i in range(30)], [f"t{i}" for i in range(40)],
+                                tmp_path / "big.png")
+
+    def size(path):  # (width, height) in pixels, from the PNG header
+        b = path.read_bytes()
+        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+
+    assert size(big)[0] > size(small)[0] and size(big)[1] > size(small)[1]  # the figure grows with the tokens
+    assert size(big)[0] <= report.WIDTH * report.DPI + 1  # up to the report width
+    with pytest.raises(ValueError, match="3 target and 2 source tokens"):
+        report.plot_attention(torch.rand(2, 2), ["a", "b"], ["x", "y", "z"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="attention 'none'"):
+        report.plot_attention(torch.zeros(3, 0), [], ["x", "y", "z"], tmp_path / "x.png")
+    curves = report.plot_length_curves({"none": {5: 1.0, 6: 0.5, 8: 0.0}, "additive": {5: 1.0, 6: 1.0, 8: 0.9}},
+                                       tmp_path / "curves.png")
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="curves is empty"):
+        report.plot_length_curves({}, tmp_path / "x.png")

@@ -1,9 +1,11 @@
-"""ONNX export of the trained models: ``RecurrentLM``, ``SequenceClassifier`` / ``SequenceTagger`` and
-``BiRNNTagger``, with a variable sequence length and batch size.
+"""ONNX export of the trained models: ``RecurrentLM``, ``SequenceClassifier`` / ``SequenceTagger``, ``BiRNNTagger``
+and ``Seq2Seq`` (two graphs: the encoder and one decoder step), with a variable sequence length and batch size.
 
     export_onnx(model, "model.onnx")          # any of the four; returns the graph's input and output names
     inputs = example_inputs(model, batch=3, steps=5)
     check_onnx(model, "model.onnx", inputs)   # max |onnxruntime - PyTorch| over the outputs
+    export_seq2seq(seq2seq, "s2s.onnx")       # a Seq2Seq: s2s.encoder.onnx and s2s.decoder_step.onnx
+    onnx_greedy("s2s.encoder.onnx", "s2s.decoder_step.onnx", src, lengths)   # greedy decoding in onnxruntime
 
 The graphs (all dimensions named below are dynamic):
 
@@ -12,6 +14,9 @@ The graphs (all dimensions named below are dynamic):
     SequenceClassifier   x (B, T) int64 ids or (B, T, F) float features, lengths (B,) int64 → logits (B, n_outputs)
     SequenceTagger       x, lengths → logits (B, T, n_outputs), zeros past each sequence's end
     BiRNNTagger          words (B, T) int64, chars (B, T, C) int64, lengths (B,) int64 → logits (B, T, tags)
+    Seq2Seq encoder      src (B, S) int64, src_lengths (B,) int64 → memory (B, S, M), [keys], mask (B, S), h0 [, c0]
+    Seq2Seq step         y_prev (B,), h [, c] [, feed] [, memory, keys, mask] → logits (B, V), h_next [, c_next]
+                         [, feed_next] [, attention (B, S)]: one decoder step; the Python loop is the caller's
 
 How. The training path cannot be exported as it is: the layers call a custom ``torch.autograd.Function`` over the
 C++ (or Python) time loop, which the exporter cannot see into, and padded batches go through ``PackedSequence``,
@@ -46,6 +51,7 @@ from .engine.unroll import _CELL, _OPTS, LSTM
 from .layers import RNNBase
 from .models.classifier import SequenceClassifier, SequenceTagger
 from .models.lm import RecurrentLM
+from .models.seq2seq import Memory, Seq2Seq
 from .models.tagger import BiRNNTagger
 
 INSTALL_HINT = "pip install rnnlab[onnx]"
@@ -306,33 +312,43 @@ def _quiet_exporter():
 def export_onnx(model: nn.Module, path: str | Path, *, opset_version: int | None = None) -> tuple[list[str], list[str]]:
     """Write ``model`` (RecurrentLM, SequenceClassifier, SequenceTagger or BiRNNTagger; in eval mode during the
     export, put back as it was) to the ONNX file ``path``, with dynamic batch size and sequence length (and word
-    length for the tagger's characters). Returns (input names, output names). Raises ExportError."""
+    length for the tagger's characters). Returns (input names, output names). Raises ExportError. (A ``Seq2Seq`` is
+    two graphs: ``export_seq2seq``.)"""
+    if isinstance(model, Seq2Seq):
+        raise ExportError("a Seq2Seq model is exported as two graphs (encoder and one decoder step): use "
+                          "export_seq2seq(model, 'out.onnx')")
     wrapper, inputs, outputs = _wrap(model)
     _require("onnx", "onnxscript")
     _scan()
-    path = Path(path)
+    B, T, C = _trace_sizes(model)
+    _export(model, wrapper, example_inputs(model, batch=B, steps=T, chars=C), inputs, outputs,
+            _dynamic_shapes(model), Path(path), opset_version)
+    return inputs, outputs
+
+
+def _export(model: nn.Module, wrapper: nn.Module, args: tuple, inputs: list[str], outputs: list[str], dynamic,
+            path: Path, opset_version: int | None, varargs: bool = False) -> None:
+    """torch.onnx.export of ``wrapper`` (holding ``model``) traced on ``args``, in eval mode, into ``path``;
+    ``dynamic``: one dict of dynamic axes per input (``varargs``: the wrapper's forward takes ``*inputs``)."""
     was = model.training
     wrapper.eval()  # the model too: no dropout, and the exporter warns about modules in training mode
     try:
-        B, T, C = _trace_sizes(model)
-        args = example_inputs(model, batch=B, steps=T, chars=C)
         # Weights go inside the .onnx file unless they would pass protobuf's 2 GiB limit.
         external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1 << 30
         with torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(wrapper, args, dynamo=True, input_names=inputs, output_names=outputs,
-                                        dynamic_shapes=_dynamic_shapes(model), opset_version=opset_version,
-                                        verbose=False)
-            _check_dynamic(program.model.graph.inputs, model)
+                                        dynamic_shapes=(dynamic,) if varargs else dynamic,
+                                        opset_version=opset_version, verbose=False)
+            _check_dynamic(program.model.graph.inputs, dynamic)
             program.save(str(path), external_data=external)
     finally:
         model.train(was)
-    return inputs, outputs
 
 
-def _check_dynamic(graph_inputs, model: nn.Module) -> None:
+def _check_dynamic(graph_inputs, dynamic) -> None:
     """Refuse a graph whose batch or time axis came out fixed: the exporter falls back to fixed sizes silently
     when it cannot keep them symbolic."""
-    for value, dims in zip(graph_inputs, _dynamic_shapes(model)):
+    for value, dims in zip(graph_inputs, dynamic):
         fixed = [axis for axis in dims if isinstance(value.shape[axis], int)]
         if fixed:
             raise ExportError(f"the exporter fixed axis {fixed[0]} of input {value.name!r} to "
@@ -366,3 +382,228 @@ def check_onnx(model: nn.Module, path: str | Path, inputs: tuple) -> float:
     names = [i.name for i in session.get_inputs()]
     got = session.run(None, {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
     return max(float((torch.from_numpy(g) - e.cpu()).abs().max()) for g, e in zip(got, expected))
+
+
+# -- sequence to sequence: two graphs ------------------------------------------------------------------------------
+def seq2seq_paths(path: str | Path) -> tuple[Path, Path]:
+    """``OUT.onnx`` → (``OUT.encoder.onnx``, ``OUT.decoder_step.onnx``): the two files of a Seq2Seq export."""
+    path = Path(path)
+    stem = path.name[:-5] if path.name.lower().endswith(".onnx") else path.name
+    return path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder_step.onnx")
+
+
+def _seq2seq_names(model: Seq2Seq) -> dict:
+    """The input and output names of both graphs: what exists depends on the cell (c for an LSTM), attention
+    (memory, keys, mask, attention weights) and input feeding (feed)."""
+    lstm, att, feeding = model.cell == "lstm", model.attention is not None, model.input_feeding
+    enc_out = ["memory"] + (["keys"] if att else []) + ["mask", "h0"] + (["c0"] if lstm else [])
+    state = ["h"] + (["c"] if lstm else []) + (["feed"] if feeding else [])
+    step_in = ["y_prev", *state] + (["memory", "keys", "mask"] if att else [])
+    step_out = ["logits", *(f"{n}_next" for n in state)] + (["attention"] if att else [])
+    return {"encoder": (["src", "src_lengths"], enc_out), "decoder_step": (step_in, step_out)}
+
+
+class _Seq2SeqEncoder(nn.Module):
+    """src (B, S) int64, src_lengths (B,) int64 → memory (B, S, M) (zeros at padding), [keys (B, S, K)], mask
+    (B, S) bool, h0 (L_d, B, H_d) [, c0]: ``Seq2Seq.encode`` without packing."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, src_lengths: Tensor):
+        m = self.model
+        S = src.shape[1]
+        e = m.src_embedding(src).transpose(0, 1)  # (S, B, E)
+        out, h_n, c_n = run_rnn(m.encoder, e, _valid(src_lengths, S, time_major=True))
+        memory = out.transpose(0, 1)  # (B, S, M), zeros at padding as pad_packed_sequence gives
+        outs = [memory]
+        if m.attention is not None:
+            outs.append(m.attention.keys(memory))  # (B, S, K)
+        outs.append(_valid(src_lengths, S, time_major=False))  # (B, S)
+        outs.append(m._bridge(h_n, m.bridge_h, True))  # (L_d, B, H_d)
+        if c_n is not None:
+            outs.append(m._bridge(c_n, m.bridge_c, False))
+        return tuple(outs)
+
+
+class _Seq2SeqStep(nn.Module):
+    """One decoder step, ``_DecoderModel._step`` in eval mode: the inputs and outputs named by
+    ``_seq2seq_names``, in that order."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Tensor):
+        m = self.model
+        rnn = m.decoder
+        lstm = m.cell == "lstm"
+        it = iter(inputs)
+        y, h = next(it), next(it)  # (B,), (L, B, H)
+        c = next(it) if lstm else None
+        feed = next(it) if m.input_feeding else None
+        mem = Memory(next(it), next(it), next(it), None) if m.attention is not None else None
+        x = m.tgt_embedding(y)  # (B, E)
+        if feed is not None:
+            x = torch.cat([x, feed], -1)  # (B, E + H_d)
+        cell, opts = _CELL[rnn.mode], _OPTS[rnn.mode]
+        hs, cs = [], []
+        for layer in range(rnn.num_layers):
+            w_ih, w_hh, b_ih, b_hh = rnn._weights(layer, 0)
+            gi = x @ w_ih.t()  # (B, G*H)
+            if rnn.bias:
+                gi = gi + b_ih
+            else:
+                b_hh = None
+            new, _ = cell.forward(gi, (h[layer], c[layer]) if lstm else (h[layer],), w_hh, b_hh, **opts)
+            hs.append(new[0])
+            if lstm:
+                cs.append(new[1])
+            x = new[0]  # (B, H_d): the next layer's input (no dropout in eval mode)
+        out = [None, torch.stack(hs)] + ([torch.stack(cs)] if lstm else [])
+        h_tilde, weights = m._attend(x[:, None, :], mem)  # (B, 1, H_d), (B, 1, S)
+        out[0] = m.out(h_tilde[:, 0])  # (B, V)
+        if feed is not None:
+            out.append(h_tilde[:, 0])  # (B, H_d): h~_t, fed to the next step
+        if mem is not None:
+            out.append(weights[:, 0])  # (B, S)
+        return tuple(out)
+
+
+def _seq2seq_examples(model: Seq2Seq, batch: int, steps: int, seed: int = 0) -> tuple[tuple, tuple]:
+    """Valid inputs of the encoder graph (src, src_lengths; garbage ids in the padding) and of the step graph."""
+    g = torch.Generator().manual_seed(seed)
+    p = next(model.parameters())
+    dev, dtype = p.device, p.dtype
+    lo = 4 if model.src_vocab > 4 else 1  # real symbols after the specials, where there are any
+    src = torch.randint(lo, model.src_vocab, (batch, steps), generator=g).to(dev)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=g)
+    lengths[0] = steps
+    L, H = model.dec_layers, model.dec_hidden
+    step = [torch.randint(model.tgt_vocab, (batch,), generator=g).to(dev)]
+    step += [(0.5 * torch.randn(L, batch, H, generator=g)).to(dev, dtype)
+             for _ in range(2 if model.cell == "lstm" else 1)]
+    if model.input_feeding:
+        step.append((0.5 * torch.randn(batch, H, generator=g)).to(dev, dtype))
+    if model.attention is not None:
+        memory = torch.randn(batch, steps, model.memory_size, generator=g).to(dev, dtype)
+        mask = torch.arange(steps)[None, :] < lengths[:, None]
+        memory = memory.masked_fill(~mask[..., None].to(dev), 0.0)
+        with torch.no_grad():
+            keys = model.attention.keys(memory)
+        step += [memory, keys, mask.to(dev)]
+    return (src, lengths.to(dev)), tuple(step)
+
+
+def _seq2seq_dynamic(model: Seq2Seq):
+    from torch.export import Dim
+
+    B, S = Dim("B", min=1), Dim("S", min=1)
+    enc = ({0: B, 1: S}, {0: B})
+    state = [{1: B}] * (2 if model.cell == "lstm" else 1) + ([{0: B}] if model.input_feeding else [])
+    step = [{0: B}, *state] + ([{0: B, 1: S}] * 3 if model.attention is not None else [])
+    return enc, tuple(step)
+
+
+def export_seq2seq(model: nn.Module, path: str | Path, *, opset_version: int | None = None) -> dict:
+    """Write a ``Seq2Seq`` as two ONNX files beside ``path`` (``OUT.onnx`` → ``OUT.encoder.onnx`` and
+    ``OUT.decoder_step.onnx``, see ``seq2seq_paths``), with dynamic batch size and source length:
+
+        encoder        src (B, S) int64, src_lengths (B,) int64
+                       → memory (B, S, M), [keys (B, S, K)], mask (B, S) bool, h0 (L, B, H) [, c0 (L, B, H)]
+        decoder step   y_prev (B,) int64, h [, c] [, feed (B, H)] [, memory, keys, mask]
+                       → logits (B, V), h_next [, c_next] [, feed_next] [, attention (B, S)]
+
+    [keys], memory/keys/mask into the step and the attention weights exist with attention; c with an LSTM; feed
+    with input feeding (start it at zeros). Decode by feeding y_prev = <bos> first, then each step's choice, and
+    each X_next back as X (``onnx_greedy`` does it). Returns {"encoder": (path, inputs, outputs),
+    "decoder_step": (...)}. Raises ExportError."""
+    if not isinstance(model, Seq2Seq):
+        raise ExportError(f"export_seq2seq writes encoder-decoder (Seq2Seq) models; got {type(model).__name__}")
+    _require("onnx", "onnxscript")
+    _scan()
+    names = _seq2seq_names(model)
+    B, S, _ = _trace_sizes(model)
+    enc_args, step_args = _seq2seq_examples(model, B, S)
+    enc_dyn, step_dyn = _seq2seq_dynamic(model)
+    enc_path, step_path = seq2seq_paths(path)
+    _export(model, _Seq2SeqEncoder(model), enc_args, *names["encoder"], enc_dyn, enc_path, opset_version)
+    _export(model, _Seq2SeqStep(model), step_args, *names["decoder_step"], step_dyn, step_path, opset_version,
+            varargs=True)
+    return {"encoder": (enc_path, *names["encoder"]), "decoder_step": (step_path, *names["decoder_step"])}
+
+
+def onnx_greedy(encoder_path: str | Path, step_path: str | Path, src: Tensor, src_lengths: Tensor, *,
+                max_len: int | None = None, bos_id: int = 2, eos_id: int = 3) -> list:
+    """Greedy decoding with the two graphs of ``export_seq2seq`` in onnxruntime — a Python loop over the decoder
+    step, as ``Seq2Seq.greedy`` does it: the most likely token each step until <eos> or ``max_len`` tokens
+    (default 2 x the source length + 10, per sequence). Returns ``rnnlab.models.seq2seq.Decoded``s (ids,
+    finished, total log-probability, attention weights (steps, source length) or (steps, 0))."""
+    import numpy as np
+
+    from .models.seq2seq import Decoded
+
+    _require("onnxruntime")
+    import onnxruntime
+
+    opts = {"providers": ["CPUExecutionProvider"]}
+    enc = onnxruntime.InferenceSession(str(encoder_path), **opts)
+    step = onnxruntime.InferenceSession(str(step_path), **opts)
+    src_np = src.detach().cpu().numpy().astype(np.int64)
+    lengths = src_lengths.detach().cpu().numpy().astype(np.int64)
+    B = src_np.shape[0]
+    values = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"src": src_np, "src_lengths": lengths})))
+    values["h"] = values.pop("h0")
+    if "c0" in values:
+        values["c"] = values.pop("c0")
+    values["feed"] = np.zeros_like(values["h"][0])  # h~_0 = 0 (used with input feeding only)
+    limits = [max_len] * B if max_len is not None else [2 * int(n) + 10 for n in lengths]
+    y = np.full((B,), bos_id, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)
+    scores = np.zeros(B, dtype=np.float64)
+    step_in = [i.name for i in step.get_inputs()]
+    step_out = [o.name for o in step.get_outputs()]
+    steps, attn = [], []
+    for t in range(max(limits)):
+        out = dict(zip(step_out, step.run(None, {n: (y if n == "y_prev" else values[n]) for n in step_in})))
+        for n in step_out:
+            if n.endswith("_next"):
+                values[n[:-5]] = out[n]
+        logits = out["logits"].astype(np.float64)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+        y = out["logits"].argmax(-1).astype(np.int64)
+        scores += np.where(done, 0.0, logp[np.arange(B), y])
+        steps.append(y)
+        attn.append(out["attention"] if "attention" in out else np.zeros((B, 0), dtype=np.float32))
+        done |= (y == eos_id) | np.array([t + 1 >= n for n in limits])
+        if done.all():
+            break
+    ids, attn_all = np.stack(steps, 1), np.stack(attn, 1)  # (B, steps), (B, steps, S)
+    result = []
+    for b in range(B):
+        row = ids[b, :limits[b]].tolist()
+        finished = eos_id in row
+        n = row.index(eos_id) + 1 if finished else len(row)
+        S = int(lengths[b]) if attn_all.shape[2] else 0  # without attention: (steps, 0)
+        result.append(Decoded(row[:n - 1] if finished else row[:n], finished, float(scores[b]),
+                              torch.from_numpy(attn_all[b, :n, :S].copy())))
+    return result
+
+
+def check_seq2seq(model: Seq2Seq, encoder_path: str | Path, step_path: str | Path, src: Tensor,
+                  src_lengths: Tensor) -> tuple[bool, float]:
+    """Greedy decoding of ``src`` by ``onnx_greedy`` against ``model.greedy``: (the same tokens and <eos> for every
+    sequence, the largest difference of the sequence scores and attention weights where the tokens agree)."""
+    expected = model.greedy(src, src_lengths)
+    got = onnx_greedy(encoder_path, step_path, src, src_lengths, bos_id=model.bos_id, eos_id=model.eos_id)
+    same, diff = True, 0.0
+    for g, e in zip(got, expected):
+        if g.ids != e.ids or g.finished != e.finished:
+            same = False
+            continue
+        diff = max(diff, abs(g.score - e.score))
+        if e.attention.numel():
+            diff = max(diff, float((g.attention.double() - e.attention.double()).abs().max()))
+    return same and len(got) == len(expected), diff

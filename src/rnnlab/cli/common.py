@@ -21,7 +21,7 @@ import torch
 from ..engine import backend_name
 from ..train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
-from .options import UsageError, float_range, int_range, positive_float, positive_int
+from .options import UsageError, float_range, int_range, positive_float, positive_int, usable_device
 
 # How Trainer.fit() ended when the run reached its real end (not max-steps, max-minutes or Ctrl-C).
 FINISHED = ("done", "patience")
@@ -194,6 +194,26 @@ def cannot_change(name: str, used) -> UsageError:
                       "continues with its own options")
 
 
+def run_command(stored) -> str | None:
+    """The command that wrote a checkpoint's ``run`` options: ``rnnlab train lm``, ``rnnlab task parity``; None when
+    they name none."""
+    stored = stored if isinstance(stored, dict) else {}
+    kind, task = stored.get("kind"), stored.get("task")
+    if kind == "task":
+        return f"rnnlab task {task}" if isinstance(task, str) else None
+    return f"rnnlab train {kind}" if isinstance(kind, str) else None
+
+
+def holds_other_run(checkpoint: Checkpoint, stored) -> UsageError:
+    """The error for --resume given a checkpoint of another command's run: ``holds an 'rnnlab train tag' run; use
+    'rnnlab train tag --resume ...'``."""
+    command = run_command(stored)
+    if command is None:
+        return UsageError(f"--resume {checkpoint.path}: its checkpoint.json names no command ('run' has no 'kind'); "
+                          "resume a run directory that 'rnnlab train' or 'rnnlab task' wrote, or retrain")
+    return UsageError(f"--resume {checkpoint.path}: holds an '{command}' run; use '{command} --resume ...'")
+
+
 def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint]:
     """(the options of the 'rnnlab train KIND' run in ``given["resume"]`` with the ``resumable`` flags of this
     command line, its checkpoint). Another flag given with a value other than the run's is an error. The budget
@@ -203,8 +223,7 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
     if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
         raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
     if stored.get("kind") != kind:
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('kind')}' run; use 'rnnlab train "
-                         f"{stored.get('kind')} --resume ...'")
+        raise holds_other_run(checkpoint, stored)
     resumable = set(resumable) | set(FAULT_FLAGS)  # what a bad batch does, not what a good one computes
     for k, v in given.items():
         if k not in resumable and stored.get(k) != v:
@@ -216,13 +235,15 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
 
 
 def restore(trainer: Trainer, checkpoint: Checkpoint | None) -> None:
-    """Continue ``trainer`` from ``checkpoint`` (None: a new run)."""
+    """Continue ``trainer`` from ``checkpoint`` (None: a new run). A checkpoint whose weights, trainer state, RNG
+    states or optimizer state do not fit (``Trainer.restore`` names the file, what is wrong and the fix) is a
+    UsageError."""
     if checkpoint is None:
         return
     try:
         trainer.restore(checkpoint)
-    except (CheckpointError, ValueError) as exc:
-        raise UsageError(f"--resume {exc}") from None
+    except CheckpointError as exc:
+        raise UsageError(f"--resume {' '.join(str(exc).split())}") from None
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -231,23 +252,38 @@ def out_dir(out: str | None, stem: str) -> Path:
     return Path(out) if out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def refuse_existing_run(out: Path, checkpoint: Checkpoint | None) -> None:
-    """A new run must not overwrite the checkpoints of another in the same --out."""
-    if checkpoint is None and ((out / "last").exists() or (out / "best").exists()):
-        raise UsageError(f"--out {out}: already holds a run; continue it with --resume {out}, or choose another --out")
+def refuse_existing_run(out: Path, checkpoint: Checkpoint | None, flag: str = "--out") -> None:
+    """Refuse an --out the run must not write to — the one rule every training command calls, before anything is
+    written: a file (or a path under one); for a new run (``checkpoint`` None), a checkpoint directory (OUT/last)
+    or a directory that already holds a run, whose checkpoints it would overwrite; when resuming ``checkpoint``
+    into a directory other than its own, one that holds another run."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is inside {p}, which is a file"
+                raise UsageError(f"{flag} {out}: {what}, not a directory; choose a directory for the run")
+            break
+    holds_run = (out / "last").exists() or (out / "best").exists()
+    if checkpoint is None:
+        if (out / "checkpoint.json").is_file():
+            raise UsageError(f"{flag} {out}: is a checkpoint directory (it holds checkpoint.json); give the run "
+                             "directory for the new checkpoints, e.g. its parent or a new one")
+        if holds_run:
+            raise UsageError(f"{flag} {out}: already holds a run; continue it with --resume {out}, or choose another "
+                             f"{flag}")
+        return
+    run = Path(run_dir(checkpoint))
+    if holds_run and out.resolve() != run.resolve():
+        raise UsageError(f"{flag} {out}: already holds another run, whose checkpoints resuming {run} there would "
+                         f"overwrite; drop {flag} to continue in {run}, or choose an empty directory")
 
 
 def torch_device(name: str, threads: int | None) -> torch.device:
-    """Set --threads and check that --device works here."""
+    """Set --threads and check that --device works here (``options.usable_device``)."""
     if threads:
         torch.set_num_threads(threads)
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise UsageError(f"--device {name}: not usable here ({' '.join(str(exc).split())[:120]}); "
-                         "use --device cpu") from None
-    return device
+    return usable_device(name)
 
 
 def engine_name(device: torch.device) -> str:

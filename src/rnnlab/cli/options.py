@@ -53,6 +53,15 @@ positive_int = int_range(1)
 positive_float = float_range(0.0)
 
 
+def clip_words(text: str, limit: int = 120) -> str:
+    """``text`` on one line, cut at a word boundary with an ellipsis when it is longer than ``limit`` characters."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 2].rsplit(" ", 1)[0]  # room for " …"
+    return cut.rstrip(" ,;:.(") + " …"
+
+
 def usable_device(name: str, flag: str = "--device"):
     """``torch.device(name)``, checked to work here; a UsageError naming the flag, the value and the fix otherwise
     (a name torch does not know, or a device this machine lacks)."""
@@ -61,39 +70,13 @@ def usable_device(name: str, flag: str = "--device"):
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError, TypeError):
-        raise UsageError(f"{flag} {name!r}: not a torch device name; give e.g. cpu, cuda, cuda:1 or mps") from None
+        raise UsageError(f"{flag} {name!r}: not a torch device name; give e.g. {flag} cpu (or cuda, cuda:1, mps)") \
+            from None
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:
-        why = " ".join(str(exc).split())
-        why = why if len(why) <= 100 else why[:100].rsplit(" ", 1)[0] + " ..."
-        raise UsageError(f"{flag} {name}: not usable on this machine ({why}); use --device cpu") from None
+        raise UsageError(f"{flag} {name}: not usable on this machine ({clip_words(exc)}); use {flag} cpu") from None
     return device
-
-
-def check_out_dir(out, checkpoint=None, flag: str = "--out") -> None:
-    """A run directory the command may write to: not a file (nor under one); for a new run, not a checkpoint
-    directory (OUT/last); when resuming ``checkpoint`` into another directory, not one that holds another run, whose
-    checkpoints the resumed run would overwrite. (A new run into a directory with a run is refused by
-    ``cli.common.refuse_existing_run``.)"""
-    from pathlib import Path
-
-    out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == out else f"is inside {p}, which is a file"
-                raise UsageError(f"{flag} {out}: {what}, not a directory; choose a directory for the run")
-            break
-    if checkpoint is None and (out / "checkpoint.json").is_file():
-        raise UsageError(f"{flag} {out}: is a checkpoint directory (it holds checkpoint.json); give the run "
-                         "directory for the new checkpoints, e.g. its parent or a new one")
-    if checkpoint is not None:
-        ckpt = Path(checkpoint.path)
-        run = ckpt.parent if ckpt.name in ("last", "best") else ckpt
-        if out.resolve() != run.resolve() and ((out / "last").exists() or (out / "best").exists()):
-            raise UsageError(f"{flag} {out}: already holds another run, whose checkpoints resuming {run} there would "
-                             f"overwrite; drop {flag} to continue in {run}, or choose an empty directory")
 
 
 def resume_error(checkpoint, exc: Exception | str) -> UsageError:

@@ -19,9 +19,10 @@ from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, evaluate_classification, \
     evaluate_per_step, evaluate_regression
 from ..train.trainer import OPTIMIZERS, Trainer
-from .common import cannot_change, engine_name, fit_with_stop_handler, open_checkpoint, out_dir, \
-    refuse_existing_run, restore, run_dir, torch_device, train_line, train_options
-from .options import UsageError, check_out_dir, float_range, int_range, positive_float, positive_int
+from .common import FAULT_FLAGS, add_fault_flags, cannot_change, engine_name, fit_with_stop_handler, \
+    holds_other_run, open_checkpoint, out_dir, refuse_existing_run, restore, run_dir, torch_device, train_line, \
+    train_options
+from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
 SYNTHETIC = ("parity", "adding", "copy")  # generated on the fly: --batches, --valid-size and --test-size apply
@@ -66,9 +67,10 @@ TASK_DEFAULTS = {
               "pooling": "last"},
 }
 
-# Flags a resumed run may change: they bound or display the run, they do not change what it computes.
+# Flags a resumed run may change: they bound or display the run, they do not change what it computes; and the
+# fault flags (common.FAULT_FLAGS), which say what a bad batch does, not what a good one computes.
 RESUMABLE = {"epochs", "max_steps", "max_minutes", "quiet", "threads", "log_every", "device", "out", "resume",
-             "data_dir"}
+             "data_dir", *FAULT_FLAGS}
 
 EPILOG = """\
 examples:
@@ -202,6 +204,7 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--device", default="cpu", metavar="DEV", help="torch device, e.g. cpu, cuda (default: cpu)")
     g.add_argument("--threads", type=int_range(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default: torch's)")
+    add_fault_flags(g)  # default None: not given = TrainOptions' defaults (see common.train_options)
 
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default=None, help="run directory for last/, best/ and metrics.jsonl "
@@ -287,11 +290,10 @@ def _resumed(args):
     """(the stored run's options with the RESUMABLE flags of this command line, its checkpoint)."""
     checkpoint = open_checkpoint(args.resume)
     stored = checkpoint.meta.get("run")
-    if not isinstance(stored, dict) or stored.get("kind") != "task" or "trainer" not in checkpoint.meta:
-        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab task'")
-    if stored.get("task") != args.task:
-        raise UsageError(f"--resume {checkpoint.path}: holds a '{stored.get('task')}' run; use 'rnnlab task "
-                         f"{stored.get('task')} --resume ...'")
+    if not isinstance(stored, dict) or "trainer" not in checkpoint.meta:
+        raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab task' or 'rnnlab train'")
+    if stored.get("kind") != "task" or stored.get("task") != args.task:
+        raise holds_other_run(checkpoint, stored)
     defaults = _defaults(args.task)
     for k, v in _options(args).items():
         if k not in RESUMABLE and k in stored and v != stored[k] and v != defaults.get(k):
@@ -315,7 +317,6 @@ def run(args: argparse.Namespace) -> int:
         args, checkpoint = _resumed(args)
     _check(args)
     out = out_dir(args.out, f"task-{args.task}")
-    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(args.device, args.threads)
     engine = engine_name(device)

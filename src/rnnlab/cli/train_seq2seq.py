@@ -3,10 +3,14 @@ attention decoder → target tokens) on a built-in task generated on the fly (``
 ``source<TAB>target`` files, with per-epoch summaries, ``last/`` and ``best/`` checkpoints in ``--out`` and metrics
 in ``OUT/metrics.jsonl``; at the end, token accuracy and exact-match accuracy (overall and by source length) on the
 validation and test data with the best weights. ``--resume DIR`` continues a stopped run exactly.
+
+``--compare-attention`` trains the same task twice, with ``--attention none`` and with the chosen attention, under
+the same budget, and draws exact match against source length of both in one figure (``report.plot_length_curves``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -24,7 +28,7 @@ from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
+from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -97,6 +101,9 @@ examples:
                                                    Bahdanau's score, Luong's input feeding, scheduled sampling
   rnnlab train seq2seq --task reverse --threads 1 --epochs 60 --plateau --patience 8 --out runs/reverse50
                                                    the run proposed to reach >= 99% exact match up to length 50
+  rnnlab train seq2seq --task reverse --max-len 30 --compare-attention --out runs/attn
+                                                   with and without attention, same budget: exact match by
+                                                   length in runs/attn/length-curves.png
   rnnlab train seq2seq --resume runs/reverse       continue a stopped run (same epoch, batch and RNG)
   rnnlab translate runs/reverse --file inputs.txt --beam 5
                                                    decode new sources, one per line
@@ -169,6 +176,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="beam search ranks by log p / length^A (0: raw log-probability)" + _d("length_penalty"))
     g.add_argument("--bucket-width", type=int_range(1, 10_000), metavar="W", help="exact match is reported per "
                    "source-length bucket of W" + _d("bucket_width"))
+    g.add_argument("--compare-attention", action="store_true", help="train twice under the same budget (data, "
+                   "seed, epochs, sizes): with --attention none and with the chosen --attention, into OUT/none and "
+                   "OUT/KIND; then write OUT/length-curves.png (exact match against source length, both runs) and "
+                   "print both curves")
 
     add_training_group(p, DEFAULTS, schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/seq2seq-<task>-<time>")
@@ -294,9 +305,17 @@ def _by_length(m: dict) -> str:
 # -- the run -------------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS, keep_false=True)  # --no-bidirectional is given as False
+    if getattr(args, "compare_attention", False):
+        return _compare_attention(given)
+    _train(given)
+    return 0
+
+
+def _train(given: dict) -> dict | None:
+    """One run from the given flags, evaluated at its end; None when it stopped early (resumable), else
+    {"model" (best weights), "valid", "device", "out"}."""
     o, checkpoint = resume_run(given, "seq2seq", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = out_dir(o["out"], f"seq2seq-{o['task'] or 'pairs'}")
-    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
@@ -338,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = fit_with_stop_handler(trainer)
     if summary["stopped"] not in FINISHED:
-        return 0  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
+        return None  # stopped early (max-steps, max-minutes, Ctrl-C): resume it; evaluate at the real end
     best_dir = load_best_weights(out, model)
     log = MetricsLog(out / "metrics.jsonl")
     for split, data in (("valid", valid), ("test", test)):
@@ -352,4 +371,70 @@ def run(args: argparse.Namespace) -> int:
         print(f"{split} ({best_dir.name} weights): {_summary(m)}")
         print(_by_length(m))
         log.write({"kind": split, "step": summary["steps"], "weights": best_dir.name, **m})
+    return {"model": model, "valid": valid, "device": device, "out": out}
+
+
+# -- --compare-attention -----------------------------------------------------------------------------------------
+def _compare_attention(given: dict) -> int:
+    """Train the same task twice under the same budget (data, seed, epochs, model size): with --attention none
+    and with the chosen attention, into OUT/none and OUT/KIND; then exact match against source length of both
+    on the same validation data: OUT/length-curves.png, OUT/length-curves.json and a table on stdout."""
+    if "resume" in given:
+        raise UsageError("--compare-attention starts two new runs; resume one of them on its own (--resume "
+                         "OUT/none or OUT/KIND) and drop --compare-attention")
+    o = _resolve(given)  # the usage errors of the runs, before any training
+    kind = o["attention"]
+    if kind == "none":
+        raise UsageError("--compare-attention compares --attention none with additive or multiplicative attention; "
+                         "choose one of those with --attention")
+    if not (o["task"] or o["valid"]):
+        raise UsageError("--compare-attention measures exact match by length on validation data; give --valid FILE")
+    try:
+        from ..diagnose import report
+
+        report._figure(1, 1)  # fail before training when matplotlib is missing
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    base = out_dir(o["out"], f"seq2seq-{o['task'] or 'pairs'}-compare")
+    refuse_existing_run(base, None)
+    curves, counts = {}, {}
+    for att in ("none", kind):
+        run_given = {**given, "attention": att, "out": str(base / att)}
+        if att == "none":
+            run_given.pop("input_feeding", None)  # nothing to feed back without attention
+        print(f"== attention {att}: {base / att}", flush=True)
+        result = _train(run_given)
+        if result is None:
+            print(f"the --attention {att} run stopped early; resume it with --resume {base / att} (the comparison "
+                  "needs both runs finished)")
+            return 0
+        try:
+            m = evaluate_seq2seq(result["model"], result["valid"], bucket_width=1, device=result["device"])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        curves[att] = {int(r["lengths"]): r["exact_match"] for r in m["by_length"]}
+        counts[att] = {int(r["lengths"]): r["n"] for r in m["by_length"]}
+    figure = report.plot_length_curves(curves, base / "length-curves.png",
+                                       title=f"exact match by source length: {o['task'] or 'pairs'}, "
+                                       f"attention none vs {kind}")
+    (base / "length-curves.json").write_text(json.dumps({"exact_match": {a: {str(k): v for k, v in c.items()}
+                                                                          for a, c in curves.items()},
+                                                          "n": {str(k): v for k, v in counts["none"].items()}},
+                                                         indent=1) + "\n", encoding="utf-8")
+    print(_curve_table(curves, counts["none"], o["bucket_width"], kind))
+    print(f"wrote {figure} and {base / 'length-curves.json'}")
     return 0
+
+
+def _curve_table(curves: dict, counts: dict, width: int, kind: str) -> str:
+    """Exact match of both runs per bucket of ``width`` source lengths (weighted by the sequences in each)."""
+    buckets: dict[int, list[int]] = {}
+    for length in sorted(counts):
+        buckets.setdefault(length // width, []).append(length)
+    rows = [f"  source length   sequences   {'none':>11}   {kind:>14}"]
+    for lengths in buckets.values():
+        n = sum(counts[k] for k in lengths)
+        acc = [sum(curves[a][k] * counts[k] for k in lengths) / n for a in ("none", kind)]
+        name = f"{lengths[0]}-{lengths[-1]}" if len(lengths) > 1 else f"{lengths[0]}"
+        rows.append(f"  {name:>13}   {n:>9,}   {_pct(acc[0]):>11}   {_pct(acc[1]):>14}")
+    return "\n".join(["exact match by source length (valid, best weights of each run):", *rows])

@@ -20,7 +20,7 @@ from ..train.trainer import Trainer
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
     engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
     restore, resume_run, torch_device, train_line, train_options
-from .options import UsageError, check_out_dir, float_range, int_range, positive_int, resume_error
+from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
 DEFAULTS = {
@@ -187,7 +187,6 @@ def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, "tag", RESUMABLE) if "resume" in given else (_resolve(given), None)
     out = out_dir(o["out"], f"tag-{o['column']}")
-    check_out_dir(out, checkpoint)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 

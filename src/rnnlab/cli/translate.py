@@ -24,6 +24,9 @@ examples:
   rnnlab translate runs/reverse --file in.txt --show-attention
                                                    after each output line, the source position each output
                                                    token attended to most
+  rnnlab translate runs/reverse --file in.txt --attention-png attn.png --attention-lines 3
+                                                   heatmaps of the attention weights (output x source tokens)
+                                                   of the first 3 lines: attn-1.png, attn-2.png, attn-3.png
 """
 
 
@@ -43,6 +46,11 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                    "included (default: 2 x the source length + 10)")
     p.add_argument("--show-attention", action="store_true", help="print, after each output line, the source "
                    "position of each output token's largest attention weight")
+    p.add_argument("--attention-png", metavar="OUT.png", help="write a heatmap of the attention weights (output "
+                   "tokens x source tokens) of the first input line to this PNG (needs matplotlib)")
+    p.add_argument("--attention-lines", type=int_range(1, 1000), default=1, metavar="N",
+                   help="with --attention-png: a heatmap for each of the first N lines, OUT-1.png ... OUT-N.png "
+                   "(default: %(default)s, written to OUT.png itself)")
     p.add_argument("--output", metavar="FILE", help="write the outputs here (default: stdout)")
     p.add_argument("--batch-size", type=int_range(1, 100_000), default=64, metavar="B",
                    help="sources per batch of greedy decoding; changes speed, not the outputs (default: %(default)s)")
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         model, vocab, ckpt = load_seq2seq(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
+    png = _check_png(args, model)
     try:
         if args.file:
             if args.output and Path(args.output).resolve() == Path(args.file).resolve():
@@ -88,10 +97,14 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    written = _attention_figures(png, args.attention_lines, pairs, decoded, vocab) if png else []
+
     unfinished = sum(not d.finished for d in decoded)
     how = "greedy" if args.beam == 1 else f"beam {args.beam}"
     line = (f"decoded {len(decoded):,} lines ({how}) with {ckpt.path}" + (f" into {args.output}" if args.output else "")
             + (f"; {unfinished:,} reached the length limit without <eos>" if unfinished else ""))
+    if written:
+        line += "; attention heatmap" + ("s " if len(written) > 1 else " ") + ", ".join(str(w) for w in written)
     gold = [p.target for p in pairs]
     if all(g is not None for g in gold):
         outputs = [vocab.decode_target(d.ids) for d in decoded]
@@ -100,3 +113,46 @@ def run(args: argparse.Namespace) -> int:
         line += f"; exact match against the targets {100 * exact:.2f}%"
     print(line, file=sys.stderr)
     return 0
+
+
+def _check_png(args: argparse.Namespace, model) -> Path | None:
+    """--attention-png as a path, refused early (before decoding) when it cannot be written or means nothing."""
+    if args.attention_png is None:
+        if args.attention_lines != 1:
+            raise UsageError(f"--attention-lines {args.attention_lines} needs --attention-png OUT.png")
+        return None
+    png = Path(args.attention_png)
+    if png.suffix.lower() != ".png":
+        raise UsageError(f"--attention-png {png}: name the file *.png")
+    if not png.parent.is_dir():
+        raise UsageError(f"--attention-png {png}: the directory {png.parent} does not exist")
+    if model.attention is None:
+        raise UsageError("--attention-png: this model has no attention (trained with --attention none), so there "
+                         "are no weights to draw")
+    try:
+        from ..diagnose import report
+
+        report._figure(1, 1)  # matplotlib present?
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    return png
+
+
+def _attention_figures(png: Path, n: int, pairs, decoded, vocab) -> list[Path]:
+    """One heatmap per line for the first ``n`` lines: PNG itself for one, PNG-1, PNG-2, ... for more."""
+    from ..diagnose import report
+    from ..models.seq2seq import EOS_ID
+
+    written = []
+    count = min(n, len(decoded))
+    for i in range(count):
+        d = decoded[i]
+        target = [vocab.tgt.itos[t] for t in d.ids] + ([vocab.tgt.itos[EOS_ID]] if d.finished else [])
+        source = vocab.source_tokens(pairs[i].source)
+        path = png if n == 1 else png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
+        title = f"line {i + 1}" + ("" if d.finished else " (stopped at the length limit, no <eos>)")
+        try:
+            written.append(report.plot_attention(d.attention, source, target, path, title=title))
+        except OSError as exc:
+            raise UsageError(f"--attention-png {path}: cannot write ({exc.strerror})") from None
+    return written

@@ -5,6 +5,8 @@ measurement.
     plot_history(history, path)     heatmap of log10 ||dL/dh_t||: training step (rows) x time step t (columns)
     plot_saturation(diag, path)     histograms of the gate values per layer and gate, saturated regions shaded
     plot_losses(curves, path)       training loss against update step, one line per run (log y)
+    plot_attention(weights, src, tgt, path)   a seq2seq decoder's attention weights: output x source tokens
+    plot_length_curves(curves, path)  accuracy against input length, one line per run (e.g. per attention kind)
     write_html(path, title, sections)   the figures embedded as base64 PNG, the verdicts as text: one file
 
 ``runs`` maps a name to a ``Diagnostics`` (``rnnlab.diagnose.measure``); one run or several side by side.
@@ -270,3 +272,79 @@ def write_html(path, title: str, sections: list, *, intro: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+# -- sequence to sequence -----------------------------------------------------------------------------------------
+def _token_label(token: str) -> str:
+    """A token as a tick label: a space as ␣ (a character model's space is a real token), others as they are."""
+    return {" ": "␣", "\t": "⇥", "": "∅"}.get(token, token)
+
+
+def plot_attention(weights, source_tokens: list[str], target_tokens: list[str], path, *,
+                   title: str | None = None) -> Path:
+    """Heatmap of a decoder's attention weights: one row per output token (``target_tokens``, top to bottom, the
+    final <eos> included when it was produced), one column per source token (``source_tokens``, left to right);
+    ``weights`` (T, S) with rows summing to 1. The colour scale is fixed to [0, 1], so figures compare. The figure
+    grows with the sequences (about 0.25 inch a token) up to the report width; long sequences show every k-th
+    label."""
+    w = torch.as_tensor(weights).detach().double().cpu()
+    if w.dim() != 2:
+        raise ValueError(f"weights must be a (target steps, source tokens) matrix; got shape {tuple(w.shape)}")
+    T, S = w.shape
+    if T == 0 or S == 0:
+        raise ValueError(f"weights of shape {tuple(w.shape)} hold no attention (a model trained with attention "
+                         "'none' has none to show)")
+    if len(source_tokens) != S or len(target_tokens) != T:
+        raise ValueError(f"weights are {T} x {S} (target x source) but there are {len(target_tokens)} target and "
+                         f"{len(source_tokens)} source tokens")
+    cell = 0.26  # inches per token: 9-pt labels fit without overlapping
+    longest = max(len(_token_label(t)) for t in [*source_tokens, *target_tokens])
+    margin = 1.4 + 0.07 * min(longest, 16)  # room for the labels and the axis titles
+    fig_w = min(WIDTH, max(4.8, S * cell + margin + 1.3))  # + the colour bar
+    fig_h = min(WIDTH, max(3.2, T * cell + margin + (0.4 if title else 0.0)))
+    fig = _figure(fig_w, fig_h)
+    ax = fig.subplots()
+    image = ax.imshow(w.numpy(), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    cb = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    cb.set_label("attention weight")
+
+    def ticks(n: int, size: float) -> list[int]:  # every k-th position where the labels would not fit
+        fits = max(1, int(size / 0.14))  # a 9-pt label needs about 0.14 inch across
+        k = max(1, -(-n // fits))
+        return list(range(0, n, k))
+
+    xs = ticks(S, fig_w - margin - 1.3)
+    ys = ticks(T, fig_h - margin)
+    vertical = max((len(_token_label(source_tokens[i])) for i in xs), default=1) > 1
+    ax.set_xticks(xs, [_token_label(source_tokens[i]) for i in xs], fontsize=9,
+                  rotation=90 if vertical else 0)
+    ax.set_yticks(ys, [_token_label(target_tokens[i]) for i in ys], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("source tokens (input)")
+    ax.set_ylabel("output tokens (decoder steps)")
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=10, pad=8)
+    return _save(fig, path)
+
+
+def plot_length_curves(curves: dict, path, *, ylabel: str = "exact match (%)", title: str | None = None,
+                       xlabel: str = "source length (tokens)") -> Path:
+    """Accuracy against input length, one line per run: ``curves`` maps a name (e.g. the attention kind) to
+    {length: accuracy in [0, 1]}; drawn in percent, y from 0 to 100, a marker per measured length."""
+    if not curves:
+        raise ValueError("curves is empty: give at least one {length: accuracy} series")
+    fig = _figure(WIDTH * 0.62, 4.2)
+    ax = fig.subplots()
+    for i, (name, points) in enumerate(curves.items()):
+        xs = sorted(points)
+        ys = [100.0 * float(points[x]) for x in xs]
+        ax.plot(xs, ys, color=COLORS[i % len(COLORS)], lw=1.8, marker="o", ms=3.5, label=str(name))
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(title or "accuracy by input length")
+    ax.legend(fontsize=9)
+    return _save(fig, path)

@@ -45,6 +45,11 @@ class CheckpointError(ValueError):
     """A path that is not a readable rnnlab checkpoint; the message says what is wrong and what to pass."""
 
 
+# What to do about a checkpoint whose files are damaged: a run directory holds two (last/ and best/).
+DAMAGED = ("the checkpoint is damaged: use the run's other one (best/ instead of last/, or last/ instead of best/) "
+           "or retrain")
+
+
 # -- nested Python objects with tensors <-> (JSON skeleton, flat tensor dict) ---------------------------------------
 def flatten(obj, prefix: str, tensors: dict[str, Tensor]):
     """A JSON-able copy of ``obj`` in which every tensor is replaced by ``{"__tensor__": key}`` and stored in
@@ -237,12 +242,20 @@ class Checkpoint:
         try:
             return safetensors.torch.load_file(str(f), device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
-            raise CheckpointError(f"{f}: not a readable safetensors file ({exc}); the checkpoint is damaged") from None
+            raise CheckpointError(f"{f}: not a readable safetensors file ({' '.join(str(exc).split())}); "
+                                  f"{DAMAGED}") from None
 
     def model_state(self) -> dict[str, Tensor]:
         """The full state_dict (tied names filled in from their alias)."""
         tensors = self._tensors(MODEL)
-        for name, target in self.meta.get("aliases", {}).items():
+        aliases = self.meta.get("aliases", {})
+        if not isinstance(aliases, dict):
+            raise CheckpointError(f"{self.path / META}: 'aliases' is a {type(aliases).__name__}, not a mapping of "
+                                  f"tied weight names; {DAMAGED}")
+        for name, target in aliases.items():
+            if not isinstance(target, str) or target not in tensors:
+                raise CheckpointError(f"{self.path / META}: 'aliases' maps {name!r} to {target!r}, which {MODEL} "
+                                      f"does not hold; {DAMAGED}")
             tensors[name] = tensors[target]
         return tensors
 
@@ -256,17 +269,29 @@ class Checkpoint:
 
     def optimizer_state(self) -> dict:
         if "optimizer" not in self.meta:
-            raise CheckpointError(f"{self.path}: holds no optimizer state, so training cannot resume from it")
-        return unflatten(self.meta["optimizer"], self._tensors(OPTIM))
+            raise CheckpointError(f"{self.path}: holds no optimizer state, so training cannot resume from it; "
+                                  "resume from a checkpoint a training run wrote (OUT/last or OUT/best) or retrain")
+        return self._unflatten("optimizer", OPTIM)
 
     def carry(self):
-        skel = self.meta.get("carry")
-        return None if skel is None else unflatten(skel, self._tensors(STATE))
+        return self._unflatten("carry", STATE)
 
     def extra(self):
         """What ``save_checkpoint(..., extra=...)`` stored, or None."""
-        skel = self.meta.get("extra")
-        return None if skel is None else unflatten(skel, self._tensors(EXTRA))
+        return self._unflatten("extra", EXTRA)
+
+    def _unflatten(self, key: str, name: str):
+        """``meta[key]`` with its tensors read from ``name`` (None when there is no ``key``)."""
+        skel = self.meta.get(key)
+        if skel is None:
+            return None
+        tensors = self._tensors(name)
+        try:
+            return unflatten(skel, tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"names tensor {exc.args[0]!r}, which {name} does not hold" if isinstance(exc, KeyError) \
+                else f"is malformed ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})"
+            raise CheckpointError(f"{self.path / META}: {key!r} {what}; {DAMAGED}") from None
 
 
 def _pickle_payload(f: Path) -> str | None:
@@ -313,9 +338,11 @@ def _read_meta(path: Path) -> dict | None:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         _refuse_pickle(f)
-        raise CheckpointError(f"{f}: not valid JSON ({exc}); the checkpoint is damaged") from None
+        raise CheckpointError(f"{f}: not valid JSON ({exc}); {DAMAGED}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{f}: not an rnnlab checkpoint (format is not {FORMAT!r})")
+        raise CheckpointError(f"{f}: not an rnnlab checkpoint (format is not {FORMAT!r}); pass the directory an "
+                              "rnnlab training run wrote (its --out, or OUT/best or OUT/last) — if it is one, "
+                              f"{DAMAGED}")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{f}: checkpoint format version {meta.get('version')!r}; this rnnlab reads "
                               f"version {VERSION}")

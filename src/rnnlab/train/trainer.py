@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import DAMAGED, META, Checkpoint, CheckpointError, rng_state, save_checkpoint, set_rng_state
 from .metrics import MetricsLog
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -292,26 +292,47 @@ class Trainer:
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue from ``checkpoint`` (written by this trainer): weights, optimizer, schedule, position in the
         data, the carried state, the RNG states and the running sums — so the rest of the run is the same as if it
-        had never stopped."""
-        meta = checkpoint.meta
+        had never stopped. A checkpoint whose trainer state, RNG states, optimizer state or rollback point is
+        missing or does not fit raises ``CheckpointError`` naming the checkpoint, what is wrong and what to do;
+        the trainer is left as it was when the trainer state or the RNG states are at fault."""
+        meta, where = checkpoint.meta, checkpoint.path / META
         if "trainer" not in meta:
-            raise ValueError(f"{checkpoint.path}: holds no trainer state, so training cannot resume from it")
+            raise CheckpointError(f"{where}: holds no trainer state ('trainer'), so training cannot resume from it; "
+                                  "resume from a checkpoint a training run wrote (OUT/last or OUT/best) or retrain")
+        progress = _checked_progress(meta["trainer"], where)
+        rng = meta.get("rng")
+        _check_rng(rng, where)
         checkpoint.load_model(self.model)
-        self.optimizer.load_state_dict(checkpoint.optimizer_state())
-        self.progress = dict(meta["trainer"])
-        self.progress.setdefault("faults", self._zero_faults())  # a checkpoint from before fault handling
-        self.progress["acc"].setdefault("skipped", 0)
+        try:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state())
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            why = " ".join(str(exc).split())[:150]
+            raise CheckpointError(f"{checkpoint.path}: its optimizer state does not fit the {self.options.optimizer} "
+                                  f"optimizer of this model ({why}); {DAMAGED}") from None
         extra = checkpoint.extra() or {}
-        point = extra.get("rollback_point")
+        point = extra.get("rollback_point") if isinstance(extra, dict) else None
+        if point is not None and not (isinstance(point, dict) and _is_int(point.get("step"))
+                                      and isinstance(point.get("model"), dict)
+                                      and isinstance(point.get("optim"), dict)):
+            raise CheckpointError(f"{where}: its rollback point ('extra' → 'rollback_point') is malformed; {DAMAGED}")
+        self.progress = progress
         # None: a checkpoint without one (best/, or an older rnnlab); fit() takes one from the restored state.
         self._rollback_point = None if point is None else {"step": point["step"], "model": point["model"],
                                                            "optim": point["optim"]}
         carry = checkpoint.carry()
         device = next(self.model.parameters()).device
         self._carry = _to_device(carry, device)
-        set_rng_state(meta["rng"])
+        set_rng_state(rng)
         if self.log is not None:
-            self.log.rewind(self.progress["step"])
+            try:
+                self.log.rewind(self.progress["step"])
+            except (ValueError, AttributeError) as exc:  # a damaged line (UnicodeDecodeError is a ValueError)
+                why = " ".join(str(exc).split())[:100]
+                raise CheckpointError(f"{self.log.path}: not a metrics log that can be rewound to step "
+                                      f"{self.progress['step']} ({why}); move it aside and resume again (a new log "
+                                      "is started)") from None
         self._restored = True
 
     def request_stop(self, note: str = "") -> None:
@@ -561,7 +582,8 @@ class Trainer:
                 p["best_valid_loss"], p["bad_epochs"] = valid_loss, 0
             else:
                 p["bad_epochs"] += 1
-            p["last_valid_loss"] = valid_loss
+            # checkpoint.json is strict JSON (no NaN): a non-finite validation loss is stored as "none measured"
+            p["last_valid_loss"] = valid_loss if math.isfinite(valid_loss) else None
         lr_used = p["lr"]
         if (o.schedule == "step" and epoch + 1 >= o.decay_start) or (o.schedule == "plateau" and not improved):
             p["lr"] = p["lr"] * o.lr_decay
@@ -658,3 +680,89 @@ def _to_device(state, device):
     if isinstance(state, (tuple, list)):
         return type(state)(_to_device(s, device) for s in state)
     return state
+
+
+# -- checking a checkpoint's trainer state --------------------------------------------------------------------------
+def _is_int(v, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What the trainer state of a checkpoint holds: key -> (test, what it must be, the value where it is missing:
+# REQUIRED, or what a fresh trainer starts from, for a key an older rnnlab may not have saved).
+REQUIRED = object()
+_COUNT = (_is_int, "an integer >= 0")
+_NUMBER_OR_NONE = (lambda v: v is None or _is_number(v), "a number or null")
+_PROGRESS = {
+    "epoch": (*_COUNT, REQUIRED), "batch": (*_COUNT, REQUIRED), "step": (*_COUNT, REQUIRED),
+    "lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0", REQUIRED),
+    "acc": (lambda v: isinstance(v, dict), "a mapping", REQUIRED),
+    "best_valid_loss": (*_NUMBER_OR_NONE, None), "last_valid_loss": (*_NUMBER_OR_NONE, None),
+    "bad_epochs": (*_COUNT, 0), "stopped": (lambda v: v is None or isinstance(v, str), "a string or null", None),
+}
+_ACC = {"epoch_loss": _is_number, "epoch_tokens": _is_int, "loss": _is_number, "tokens": _is_int, "steps": _is_int,
+        "norm_sum": _is_number, "norm_max": _is_number}
+_FAULTS = {"recent": lambda v: isinstance(v, list) and all(_is_number(x) for x in v), "in_a_row": _is_int,
+           "clean": _is_int, "rollbacks": _is_int, "skipped": _is_int}
+
+
+def _checked_progress(state, where: Path) -> dict:
+    """A copy of a checkpoint's trainer state, checked (a CheckpointError naming the key and the fix otherwise);
+    what an older rnnlab did not save (the fault counters, the skipped count) gets its starting value."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: the trainer state ('trainer') {what}; {DAMAGED}")
+
+    if not isinstance(state, dict):
+        raise bad(f"is a {type(state).__name__}, not a mapping")
+    progress = dict(state)
+    for key, (ok, rule, missing) in _PROGRESS.items():
+        if key not in state:
+            if missing is REQUIRED:
+                raise bad(f"has no {key!r}")
+            progress[key] = missing
+        elif not ok(state[key]):
+            raise bad(f"has {key!r} = {_short(state[key])}, not {rule}")
+    progress["acc"] = acc = dict(state["acc"])
+    acc.setdefault("skipped", 0)
+    _check_fields(acc, {**_ACC, "skipped": _is_int}, "acc", bad)
+    faults = state.get("faults")
+    if faults is None:  # a checkpoint from before fault handling
+        progress["faults"] = Trainer._zero_faults()
+    else:
+        if not isinstance(faults, dict):
+            raise bad(f"has 'faults' = {_short(faults)}, not a mapping")
+        _check_fields(faults, _FAULTS, "faults", bad)
+        progress["faults"] = {**faults, "recent": list(faults["recent"])}
+    return progress
+
+
+def _check_fields(d: dict, tests: dict, name: str, bad) -> None:
+    for key, ok in tests.items():
+        if key not in d:
+            raise bad(f"has no {name + '.' + key!r}")
+        if not ok(d[key]):
+            rule = ("a list of finite numbers" if key == "recent" else "a count" if ok is _is_int else
+                    "a finite number")
+            raise bad(f"has {name + '.' + key!r} = {_short(d[key])}, not {rule}")
+
+
+def _check_rng(rng, where: Path) -> None:
+    """A CheckpointError unless ``rng`` (a checkpoint's 'rng') can be set; the RNG states are left as they were."""
+    if rng is None:
+        raise CheckpointError(f"{where}: holds no RNG states ('rng'), so the run cannot continue exactly; {DAMAGED}")
+    before = rng_state()
+    try:
+        set_rng_state(rng)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, OverflowError) as exc:
+        why = f"{exc.args[0]!r} is missing" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:100]
+        raise CheckpointError(f"{where}: its RNG states ('rng') are malformed ({why}); {DAMAGED}") from None
+    finally:
+        set_rng_state(before)

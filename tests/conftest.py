@@ -20,6 +20,15 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
+def _restore_threads():
+    """CLI commands run in-process with --threads N call torch.set_num_threads; put the count back after each test so
+    later tests (e.g. the multi-threaded time loop's) see the machine's own."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same torch RNG state, so a failure reproduces on its own."""
     torch.manual_seed(0)

@@ -112,8 +112,8 @@ def add_fault_flags(g) -> None:
     def d(name: str) -> str:
         return default_text(_FAULT_DEFAULTS, name)
 
-    g.add_argument("--spike-factor", type=_spike_factor, metavar="F", help="a batch loss above F times the mean of "
-                   "the last --spike-window good batches is a spike: its update is skipped, like a NaN/Inf loss or "
+    g.add_argument("--spike-factor", type=_spike_factor, metavar="F", help="a batch loss above F times the largest of "
+                   "the last --spike-window good batch losses is a spike: its update is skipped, like a NaN/Inf loss or "
                    "gradient; 0 = no spike check" + d("spike_factor"))
     g.add_argument("--spike-window", type=positive_int, metavar="N", help="good batches in that mean; also the "
                    "fault-free updates between in-memory rollback points" + d("spike_window"))

@@ -21,7 +21,7 @@ a progress bar (tqdm on a terminal) and one summary line per epoch; metrics in `
 (same seed → same metrics) and exact resumes (same weights as an uninterrupted run).
 
 Faults do not abort a run and never reach the weights. A batch whose loss is NaN or infinite, whose gradient norm is
-NaN or infinite, or whose loss is a *spike* (above ``spike_factor`` times the mean loss of the last ``spike_window``
+NaN or infinite, or whose loss is a *spike* (above ``spike_factor`` times the largest loss of the last ``spike_window``
 good batches) is skipped: no ``optimizer.step()``, and the carried state goes on from the batch's input state when
 the batch left it non-finite. After ``fault_patience`` bad batches in a row the trainer rolls back to its rollback
 point — weights and optimizer state copied to CPU memory after every ``spike_window`` fault-free updates (and at the
@@ -89,8 +89,8 @@ class TrainOptions:
     quiet: bool = False  # no progress bar and no interval lines; the per-epoch summary line is still printed
     progress: bool | None = None  # the bar: None = when stderr is a terminal and not quiet
     # Faults (see the module doc): skip the bad batch; after fault_patience in a row, roll back and lower the lr.
-    spike_factor: float | None = 10.0  # a loss above 10x the recent mean is a spike: ordinary batch-to-batch noise
-    # stays within ~2-3x of it, a blow-up is orders of magnitude; None: no spike check (NaN/Inf are always faults)
+    spike_factor: float | None = 10.0  # a loss above 10x the largest recent good loss is a spike: hard batches stay
+    # within that, a blow-up is orders of magnitude above it; None: no spike check (NaN/Inf are always faults)
     spike_window: int = 50  # good batches in that mean, and fault-free updates between rollback points: enough to
     # smooth batch noise, short enough that a rollback loses little work; no spike check before it is full
     fault_patience: int = 3  # bad batches in a row skipped before rolling back: one or two is an odd batch, three in
@@ -138,7 +138,7 @@ class TrainOptions:
         sf = self.spike_factor
         if sf is not None and (isinstance(sf, bool) or not isinstance(sf, (int, float)) or not math.isfinite(sf)
                                or sf <= 1):
-            raise ValueError(f"spike_factor must be a number > 1 (a loss that many times the recent mean is a spike) "
+            raise ValueError(f"spike_factor must be a number > 1 (a loss that many times the largest recent good loss is a spike) "
                              f"or None (no spike check); got {sf!r}")
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(f"clip by norm or by value, not both; got clip_norm={self.clip_norm} and "
@@ -451,8 +451,10 @@ class Trainer:
         o, f = self.options, self.progress["faults"]
         if o.spike_factor is None or len(f["recent"]) < o.spike_window:
             return False
-        mean = self._recent_mean()
-        return mean > 0 and value > o.spike_factor * mean  # a ratio means nothing for a mean <= 0 (e.g. an NLL)
+        # Against the largest recent good loss, not the mean: once a model fits well (mean 0.01), an ordinary hard
+        # batch at 10x the mean is information, not a fault; a blow-up is still orders of magnitude above the max.
+        ceiling = max(f["recent"])
+        return ceiling > 0 and value > o.spike_factor * ceiling  # a ratio means nothing at <= 0 (e.g. an NLL)
 
     def _good_update(self, value: float) -> None:
         o, f = self.options, self.progress["faults"]
@@ -488,7 +490,7 @@ class Trainer:
         if kind == "nonfinite_loss":
             what = f"the loss became {value}"
         elif kind == "spike":
-            what = f"loss spike: {value:.4g} > {o.spike_factor:g} x the recent mean {mean:.4g}"
+            what = f"loss spike: {value:.4g} > {o.spike_factor:g} x the largest recent loss {max(f['recent']):.4g}"
         else:
             what = f"the gradient norm became {norm}"
         rec = {"kind": "fault", "epoch": p["epoch"] + 1, "batch": p["batch"], "step": p["step"], "fault": kind,

@@ -85,7 +85,7 @@ def test_missing_empty_and_non_utf8_files(tmp_path):
     with pytest.raises(DataError, match="empty"):
         read_conllu(tmp_path / "empty.conllu")
     (tmp_path / "latin1.conllu").write_bytes(row(1, "caf\xe9", "NOUN", "NN").encode("latin-1"))
-    with pytest.raises(DataError, match="invalid UTF-8 at line 1.*iconv"):
+    with pytest.raises(DataError, match="line 1: invalid UTF-8.*iconv"):
         read_conllu(tmp_path / "latin1.conllu")
     (tmp_path / "comments.conllu").write_text("# only a comment\n")
     with pytest.raises(DataError, match="no sentences"):

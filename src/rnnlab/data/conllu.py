@@ -27,7 +27,7 @@ from pathlib import Path
 import conllu
 from conllu.exceptions import ParseException
 
-from .text import DataError
+from .text import DataError, read_text
 
 COLUMNS = {"upos": 3, "xpos": 4}  # the tag columns, as 0-based field indices of a word line
 FIELDS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
@@ -60,20 +60,7 @@ class ConlluSentence:
 
 # -- reading -----------------------------------------------------------------------------------------------------
 def _read_file(path: str | Path, what: str = "CoNLL-U file") -> str:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, not a {what}; pass a file")
-    raw = p.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{p}: the file is empty; a tagger needs sentences to read")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{p}: invalid UTF-8 at line {line} (byte offset {exc.start}); convert the file to UTF-8, "
-                        f"e.g. 'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
+    return read_text(path, what, "a tagger needs sentences to read")
 
 
 def _short(line: str, n: int = 40) -> str:

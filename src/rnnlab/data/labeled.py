@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from .conllu import PAD, UNK, SymbolVocab
-from .text import DataError
+from .text import DataError, read_text
 
 FORMATS = ("auto", "tsv", "space", "csv")
 IGNORE = -100  # the label id of an example without a label (text to classify)
@@ -88,21 +88,7 @@ class LabeledData:
 # -- reading -------------------------------------------------------------------------------------------------------
 def read_file_text(path: str | Path, what: str = "labelled text file") -> str:
     """The file's text as strict UTF-8; a DataError naming the file (and the line of bad UTF-8) otherwise."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, not a {what}; pass a file")
-    raw = p.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{p}: the file is empty; a classifier needs examples, one per line")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{p}: line {line}: invalid UTF-8 (byte offset {exc.start}, bytes "
-                        f"{raw[exc.start:exc.start + 4]!r}); convert the file to UTF-8, e.g. 'iconv -f latin1 -t "
-                        f"utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
+    return read_text(path, what, "a classifier needs examples, one per line")
 
 
 def _short(s: str, n: int = 40) -> str:

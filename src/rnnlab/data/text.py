@@ -42,22 +42,25 @@ class DataError(ValueError):
 
 
 # -- reading files -------------------------------------------------------------------------------------------------
-def read_text(path: str | Path) -> str:
-    """The file's text, decoded as strict UTF-8; a clear DataError when it is missing, empty or not UTF-8."""
+def read_text(path: str | Path, what: str = "text file",
+              needs: str = "a language model needs text to read") -> str:
+    """The file's text, decoded as strict UTF-8; a clear DataError when it is missing, empty or not UTF-8. Every
+    reader of a user's text file (corpora, CoNLL-U, labelled text) goes through here; ``what`` names the kind of
+    file and ``needs`` says why an empty one will not do."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file; check the path")
     if p.is_dir():
-        raise DataError(f"{p}: is a directory, not a text file; pass a file")
+        raise DataError(f"{p}: is a directory, not a {what}; pass a file")
     raw = p.read_bytes()
     if not raw.strip():
-        raise DataError(f"{p}: the file is empty (or only whitespace); a language model needs text to read")
+        raise DataError(f"{p}: the file is empty (or only whitespace); {needs}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = raw[exc.start:exc.start + 4]
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{p}: invalid UTF-8 at byte offset {exc.start} (line {line}, bytes {bad!r}); convert the "
+        raise DataError(f"{p}: line {line}: invalid UTF-8 (byte offset {exc.start}, bytes {bad!r}); convert the "
                         f"file to UTF-8, e.g. 'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
 
 

@@ -234,6 +234,14 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
     return o, checkpoint
 
 
+def make_trainer(model, task, train, valid, options: TrainOptions, out: Path, meta: dict,
+                 checkpoint: Checkpoint | None) -> Trainer:
+    """The Trainer of every training command, restored from ``checkpoint`` when resuming (see ``restore``)."""
+    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
+    restore(trainer, checkpoint)
+    return trainer
+
+
 def restore(trainer: Trainer, checkpoint: Checkpoint | None) -> None:
     """Continue ``trainer`` from ``checkpoint`` (None: a new run). A checkpoint whose weights, trainer state, RNG
     states or optimizer state do not fit (``Trainer.restore`` names the file, what is wrong and the fix) is a

@@ -18,10 +18,9 @@ from ..train.checkpoint import load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, evaluate_classification, \
     evaluate_per_step, evaluate_regression
-from ..train.trainer import OPTIMIZERS, Trainer
-from .common import FAULT_FLAGS, add_fault_flags, cannot_change, engine_name, fit_with_stop_handler, \
-    holds_other_run, open_checkpoint, out_dir, refuse_existing_run, restore, run_dir, torch_device, train_line, \
-    train_options
+from ..train.trainer import OPTIMIZERS
+from .common import FAULT_FLAGS, add_fault_flags, cannot_change, engine_name, fit_with_stop_handler, holds_other_run, \
+    make_trainer, open_checkpoint, out_dir, refuse_existing_run, run_dir, torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
@@ -338,8 +337,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume {checkpoint.path}: the run's pixel permutation differs from the one drawn "
                              f"now from --permute-seed {args.permute_seed} (another numpy version?); the run cannot "
                              "continue on the same task")
-    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    restore(trainer, checkpoint)
+    trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(_describe_data(args, train, valid, test), flush=True)

@@ -15,14 +15,13 @@ from ..models.lm import CELLS, build_model
 from ..train.lm import LM_KINDS, LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
 from ..train.compat import check_kind, check_vocab_fits
-from ..train.trainer import Trainer
 from . import train_classify
 from . import train_regress
 from . import train_seq2seq
 from . import train_tag
-from .common import FINISHED, add_output_group, add_training_group, default_text, engine_name, \
-    fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, restore, \
-    resume_run, torch_device, train_line, train_options
+from .common import FINISHED, add_output_group, add_training_group, default_text, engine_name, fit_with_stop_handler, \
+    flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, resume_run, torch_device, \
+    train_line, train_options
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
@@ -327,8 +326,7 @@ def run(args: argparse.Namespace) -> int:
     model.to(device)
     task = LMTask(model, char_level=o["level"] == "char", device=device)
     meta = {"vocab": corpus.vocab.to_json(), "run": o, "sources": corpus.sources}
-    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    restore(trainer, checkpoint)
+    trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {corpus.sources['train']['name']}: {corpus.train.numel():,} train tokens"

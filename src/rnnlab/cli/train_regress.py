@@ -17,10 +17,9 @@ from ..data.text import DataError
 from ..models.classifier import CELLS, SequenceClassifier, SequenceTagger, build
 from ..train.metrics import MetricsLog
 from ..train.supervised import RegressionTask, evaluate_regression
-from ..train.trainer import Trainer
-from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
-    engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
-    restore, resume_run, torch_device, train_line, train_options
+from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
+    fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
+    resume_run, torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -255,8 +254,7 @@ def run(args: argparse.Namespace) -> int:
     model.to(device)
     task = RegressionTask(model, device=device)
     meta = {"task": "series", "run": o, "sources": sources, "series": data.to_json()}
-    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    restore(trainer, checkpoint)
+    trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
     time_col = f"; time column {data.time_column!r} (not a feature)" if data.time_column else ""
     ahead = f"the next {data.horizon} values" if data.horizon > 1 else "the next value"

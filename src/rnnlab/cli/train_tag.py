@@ -16,10 +16,9 @@ from ..models.tagger import CELLS, build_tagger
 from ..train.metrics import MetricsLog
 from ..train.compat import check_kind, check_vocab_fits
 from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger, tagger_sizes
-from ..train.trainer import Trainer
-from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, \
-    engine_name, fit_with_stop_handler, flag_name, given_flags, load_best_weights, out_dir, refuse_existing_run, \
-    restore, resume_run, torch_device, train_line, train_options
+from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
+    fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
+    resume_run, torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -218,8 +217,7 @@ def run(args: argparse.Namespace) -> int:
     model.to(device)
     task = TaggingTask(model, device)
     meta = {"task": "tagging", "vocab": vocab.to_json(), "run": o, "sources": sources}
-    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
-    restore(trainer, checkpoint)
+    trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
     s = sources["train"]
     print(f"data: {o['train']}: {s['sentences']:,} sentences, {s['words']:,} words"

@@ -31,9 +31,18 @@ in metrics.jsonl (what happened, what was done) and a progress line. When a roll
 ``TrainingError``; resume it with a larger ``max_rollbacks`` or change what the message suggests. The fault counters,
 the recent losses and the rollback point are saved in ``last/``, so a resumed run handles faults exactly as the
 uninterrupted one would. A skipped batch still counts as a step (``step`` is the position in the batch stream).
+
+Callbacks (``callbacks=[...]``) watch the loop without changing it; each may define
+
+    step_context(trainer) -> context manager | None   entered around one batch's forward and backward (e.g. a
+                                                      gradient probe); None: nothing to enter for this batch
+    after_step(trainer, info) -> dict | None          after the update; ``info``: step, epoch, batch, loss,
+                                                      grad_norm (pre-clip), clipped, fault. A returned dict is
+                                                      written to metrics.jsonl (give it a "kind")
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -241,8 +250,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, task, train, valid=None, options: TrainOptions | None = None,
                  out_dir: str | Path | None = None, meta: dict | None = None,
-                 print_fn: Callable[[str], None] | None = None) -> None:
+                 print_fn: Callable[[str], None] | None = None, callbacks=()) -> None:
         self.model = model
+        self.callbacks = list(callbacks)
         self.task = task if hasattr(task, "step") else _FunctionTask(task)
         self.train_data, self.valid_data = _as_data(train), _as_data(valid)
         self.options = options or TrainOptions()
@@ -281,7 +291,7 @@ class Trainer:
     @staticmethod
     def _zero_acc() -> dict:
         return {"epoch_loss": 0.0, "epoch_tokens": 0, "loss": 0.0, "tokens": 0, "steps": 0, "norm_sum": 0.0,
-                "norm_max": 0.0, "skipped": 0}
+                "norm_max": 0.0, "clipped": 0, "skipped": 0}
 
     @staticmethod
     def _zero_faults() -> dict:
@@ -381,18 +391,24 @@ class Trainer:
             for batch in self.train_data.batches(epoch, p["batch"]):
                 self.optimizer.zero_grad(set_to_none=True)
                 state_in = state
-                loss, n, state = self.task.step(batch, state)
-                value = float(loss.detach())
-                fault, norm = None, 0.0
-                if not math.isfinite(value):
-                    fault = "nonfinite_loss"
-                elif self._is_spike(value):
-                    fault = "spike"
-                else:
-                    loss.backward()
-                    norm = self._clip()
-                    if not math.isfinite(norm):
-                        fault = "nonfinite_grad"
+                with contextlib.ExitStack() as watching:
+                    for cb in self.callbacks:
+                        cm = cb.step_context(self) if hasattr(cb, "step_context") else None
+                        if cm is not None:
+                            watching.enter_context(cm)
+                    loss, n, state = self.task.step(batch, state)
+                    value = float(loss.detach())
+                    fault, norm = None, 0.0
+                    if not math.isfinite(value):
+                        fault = "nonfinite_loss"
+                    elif self._is_spike(value):
+                        fault = "spike"
+                    else:
+                        loss.backward()
+                        norm = self._clip()
+                        if not math.isfinite(norm):
+                            fault = "nonfinite_grad"
+                clipped = fault is None and self._clipped(norm)
                 if fault is None:
                     self.optimizer.step()
                 del loss
@@ -410,9 +426,13 @@ class Trainer:
                     acc["steps"] += 1
                     acc["norm_sum"] += norm
                     acc["norm_max"] = max(acc["norm_max"], norm)
+                    acc["clipped"] = acc.get("clipped", 0) + int(clipped)
                     self._good_update(value)
                 else:
                     self._fault(fault, value, norm, state)
+                if self.callbacks:
+                    self._after_step({"step": p["step"], "epoch": p["epoch"] + 1, "batch": p["batch"],
+                                      "loss": value, "grad_norm": norm, "clipped": clipped, "fault": fault})
                 now = time.monotonic()
                 if show_bar:
                     m = _metrics(self.task, acc["epoch_loss"] / acc["epoch_tokens"])
@@ -548,6 +568,19 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(params, o.clip_value)
         return norm
 
+    def _clipped(self, norm: float) -> bool:
+        """Whether clipping changed this batch's gradient: by norm, when the norm exceeded the threshold; by value,
+        when some element was beyond it (known only as 'the norm exceeds the threshold' — a lower bound)."""
+        o = self.options
+        limit = o.clip_norm if o.clip_norm is not None else o.clip_value
+        return limit is not None and norm > limit
+
+    def _after_step(self, info: dict) -> None:
+        for cb in self.callbacks:
+            rec = cb.after_step(self, info) if hasattr(cb, "after_step") else None
+            if rec and self.log is not None:
+                self.log.write(rec)
+
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -559,6 +592,7 @@ class Trainer:
         m = _metrics(self.task, acc["loss"] / acc["tokens"])
         rec = {"kind": "train", "epoch": p["epoch"] + 1, "batch": p["batch"], "step": p["step"], **m, "lr": p["lr"],
                "grad_norm": acc["norm_sum"] / acc["steps"], "grad_norm_max": acc["norm_max"],
+               "clip_fraction": acc.get("clipped", 0) / acc["steps"],
                "tokens": acc["tokens"], "tokens_per_s": acc["tokens"] / max(seconds, 1e-9),
                "elapsed_s": time.monotonic() - self._t0}
         if self.log is not None:
@@ -567,8 +601,8 @@ class Trainer:
             total = self.train_data.num_batches(p["epoch"])
             self._print(f"  epoch {p['epoch'] + 1} batch {p['batch']}/{total}  {_fmt(m)}  grad norm "
                         f"{rec['grad_norm']:.3g}  {_rate(acc['tokens'], seconds)}")
-        for k in ("loss", "tokens", "steps", "norm_sum", "norm_max"):
-            acc[k] = type(acc[k])(0)
+        for k in ("loss", "tokens", "steps", "norm_sum", "norm_max", "clipped"):
+            acc[k] = type(acc.get(k, 0))(0)
 
     def _end_epoch(self, seconds: float, tokens: int) -> str | None:
         o, p, acc = self.options, self.progress, self.progress["acc"]
@@ -734,7 +768,8 @@ def _checked_progress(state, where: Path) -> dict:
             raise bad(f"has {key!r} = {_short(state[key])}, not {rule}")
     progress["acc"] = acc = dict(state["acc"])
     acc.setdefault("skipped", 0)
-    _check_fields(acc, {**_ACC, "skipped": _is_int}, "acc", bad)
+    acc.setdefault("clipped", 0)  # not saved before the clip-fired count existed
+    _check_fields(acc, {**_ACC, "skipped": _is_int, "clipped": _is_int}, "acc", bad)
     faults = state.get("faults")
     if faults is None:  # a checkpoint from before fault handling
         progress["faults"] = Trainer._zero_faults()

@@ -141,7 +141,7 @@ def test_inits():
     ({"n_outputs": 2, "vocab_size": 3, "hidden": 0}, "hidden must be an integer >= 1; got 0"),
     ({"n_outputs": 2, "vocab_size": 3, "layers": 1.5}, "layers must be an integer >= 1; got 1.5"),
     ({"n_outputs": 2, "vocab_size": 3, "dropout": 1.0}, r"dropout must be a number in \[0, 1\) .*; got 1.0"),
-    ({"n_outputs": 2, "vocab_size": 3, "init": "xavier"}, "init must be one of default, orthogonal, identity; got "
+    ({"n_outputs": 2, "vocab_size": 3, "init": "xavier"}, "init must be one of default, orthogonal, identity, chrono; got "
                                                          "'xavier'"),
     ({"n_outputs": 2, "vocab_size": 3, "init": "identity"}, "init='identity' is the IRNN .*; got cell='lstm'. Use "
                                                            "cell='rnn_relu'"),

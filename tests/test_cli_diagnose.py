@@ -65,8 +65,27 @@ def test_diagnose_compare_tiny(capsys, tmp_path):
     assert runs["IRNN"]["diagnostics"]["layers"][0]["cell"] == "rnn_relu"
 
 
+def test_diagnose_compare_two_lengths_one_report(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    rc, stdout, err = cli(capsys, "diagnose", "--compare", "--lengths", "8,12", *TINY, "--steps", "2", "--out", out)
+    assert rc == 0, err
+    assert "at T = 8" in stdout and "at T = 12" in stdout
+    assert stdout.count("== LSTM ==") == 2
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "T = 8: side by side" in page and "T = 12: side by side" in page
+    for t in (8, 12):
+        runs = json.loads((out / f"T{t}" / "diagnostics.json").read_text())["runs"]
+        assert set(runs) == {"tanh RNN", "LSTM", "IRNN"}
+        assert runs["LSTM"]["diagnostics"]["layers"][0]["cell"] == "lstm"
+        assert (out / f"T{t}" / "decay.png").is_file()
+
+
 @pytest.mark.parametrize("args, must", [
     (("--compare", "--cell", "lstm"), ["--compare", "--cell"]),
+    (("--lengths", "100,200"), ["--lengths", "--compare"]),
+    (("--compare", "--lengths", "100,200", "--length", "50"), ["--lengths", "--length"]),
+    (("--compare", "--lengths", "100,x"), ["--lengths"]),
+    (("--compare", "--task", "parity", "--lengths", "10,20"), ["--lengths", "adding"]),
     (("--task", "adding", "--init", "identity", "--cell", "lstm"), ["--init identity"]),
     (("--task", "copy", "--length", "5"), ["--length 5"]),
     (("--length", "1"), ["--length"]),

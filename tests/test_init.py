@@ -41,3 +41,36 @@ def test_default_is_torch_range():
     m = rnnlab.init.default_(rnnlab.GRU(3, 16))
     for p in m.parameters():
         assert p.abs().max() <= 0.25
+
+
+def test_chrono_biases():
+    """Tallec & Ollivier's chrono init: b_f = log u with u in [1, t_max - 1], b_i = -b_f, per unit and direction;
+    the weights and the g/o biases untouched."""
+    m = rnnlab.LSTM(3, 64, num_layers=2, bidirectional=True)
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    rnnlab.init.chrono_(m, 100, generator=torch.Generator().manual_seed(0))
+    H = 64
+    for sfx in ("_l0", "_l0_reverse", "_l1", "_l1_reverse"):
+        b = (getattr(m, "bias_ih" + sfx) + getattr(m, "bias_hh" + sfx)).detach()  # what each gate sees
+        u = b[H:2 * H].exp()  # the forget gate's time constant
+        assert u.min() >= 1 - 1e-5 and u.max() <= 99 + 1e-4
+        assert u.max() > 50 and u.min() < 10  # spread over the range, not all one value
+        torch.testing.assert_close(b[:H], -b[H:2 * H])
+        torch.testing.assert_close(b[2 * H:], before["bias_ih" + sfx][2 * H:] + before["bias_hh" + sfx][2 * H:])
+        assert torch.equal(getattr(m, "weight_hh" + sfx).detach(), before["weight_hh" + sfx])
+    with pytest.raises(ValueError, match="LSTM"):
+        rnnlab.init.chrono_(rnnlab.GRU(3, 4), 100)
+    with pytest.raises(ValueError, match="t_max"):
+        rnnlab.init.chrono_(rnnlab.LSTM(3, 4), 2)
+
+
+def test_chrono_classifier_config_round_trip():
+    from rnnlab.models.classifier import SequenceClassifier, build
+
+    m = SequenceClassifier(1, input_size=2, cell="lstm", hidden=8, task="regress", init="chrono", init_length=50)
+    assert m.config["init_length"] == 50
+    assert build(m.config).config == m.config
+    with pytest.raises(ValueError, match="init_length"):
+        SequenceClassifier(1, input_size=2, cell="lstm", hidden=8, task="regress", init="chrono")
+    with pytest.raises(ValueError, match="cell='lstm'"):
+        SequenceClassifier(1, input_size=2, cell="gru", hidden=8, task="regress", init="chrono", init_length=50)

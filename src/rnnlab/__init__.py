@@ -12,8 +12,12 @@ from .generate import generate as generate
 from .layers import GRU as GRU
 from .layers import LSTM as LSTM
 from .layers import RNN as RNN
+from .variants import DilatedRNN as DilatedRNN
+from .variants import LayerNormGRU as LayerNormGRU
+from .variants import LayerNormLSTM as LayerNormLSTM
+from .variants import SkipRNN as SkipRNN
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "backend_name", "beam_search", "data", "detach_state", "generate", "init", "models",
-           "probe", "tbptt", "train"]
+__all__ = ["DilatedRNN", "GRU", "LSTM", "LayerNormGRU", "LayerNormLSTM", "RNN", "SkipRNN", "backend_name",
+           "beam_search", "data", "detach_state", "generate", "init", "models", "probe", "tbptt", "train"]

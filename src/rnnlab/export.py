@@ -104,6 +104,8 @@ def run_rnn(rnn: RNNBase, x: Tensor, valid: Tensor | None = None, hx=None):
     """An rnnlab RNN/LSTM/GRU in eval mode over a time-major padded batch, without the engine: x (T, B, I),
     valid (T, B) bool (None: every step) → (out (T, B, D*H), h_n (L*D, B, H), c_n or None)."""
     has_c = rnn.mode == LSTM
+    if getattr(rnn, "zoneout_h", 0) or getattr(rnn, "zoneout_c", 0):  # eval mode's h = p h_{t-1} + (1-p) h~: not here
+        raise ExportError(f"the recurrent layer uses zoneout ({rnn.zoneout}), which the ONNX graph does not model yet")
     D, L, H = rnn.num_directions, rnn.num_layers, rnn.hidden_size
     B = x.shape[1]
     if hx is None:

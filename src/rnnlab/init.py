@@ -8,6 +8,10 @@
   Gaussian (std 0.001) — the state is copied forward unchanged until learning says otherwise.
 - ``forget_bias_``: LSTM forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015 recommend 1) so the cell keeps
   its memory by default early in training.
+- ``chrono_``: the chrono initialisation of Tallec & Ollivier 2018 ("Can recurrent neural networks warp time?") for
+  an LSTM: forget-gate bias b_f = log(u), u ~ U[1, t_max - 1], input-gate bias b_i = -b_f. A cell whose forget gate
+  sits at sigma(log u) = u/(1+u) forgets with a time constant of about u steps, so the units' memories start spread
+  over 1..t_max steps instead of all fading within a few (torch's default puts every forget gate near 0.5).
 """
 from __future__ import annotations
 
@@ -68,4 +72,27 @@ def forget_bias_(module: nn.Module, value: float = 1.0) -> nn.Module:
         H = w_hh.shape[1]
         b_ih[H:2 * H] = value  # forget gate rows; the sum b_ih + b_hh is what the gate sees
         b_hh[H:2 * H] = 0.0
+    return module
+
+
+@torch.no_grad()
+def chrono_(module: nn.Module, t_max: int, generator: torch.Generator | None = None) -> nn.Module:
+    """Tallec & Ollivier's chrono init (see the module doc): b_f = log(U[1, t_max - 1]), b_i = -b_f, per unit; the
+    other biases and all weights stay as they are. ``t_max``: the longest dependency expected, e.g. the sequence
+    length."""
+    if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 3:
+        raise ValueError(f"chrono_ needs t_max, the longest dependency in steps, as an integer >= 3 (so that "
+                         f"U[1, t_max - 1] is a range); got {t_max!r}. Pass the sequence length.")
+    for w_ih, w_hh, b_ih, b_hh, gates in _layers(module):
+        if gates != 4:
+            raise ValueError(f"chrono_ applies to an LSTM (gates i, f, g, o); got {type(module).__name__}.")
+        if b_ih is None:
+            raise ValueError("chrono_ needs biases; the module was built with bias=False.")
+        H = w_hh.shape[1]
+        u = torch.rand(H, generator=generator, dtype=b_ih.dtype, device=b_ih.device) * (t_max - 2) + 1  # (H,)
+        b_f = torch.log(u)  # (H,): forget gate sigma(b_f) = u / (1 + u), a memory of ~u steps
+        b_ih[H:2 * H] = b_f  # the gate sees b_ih + b_hh: put the whole bias in b_ih
+        b_hh[H:2 * H] = 0.0
+        b_ih[:H] = -b_f  # input gate: write little where the cell is meant to remember long
+        b_hh[:H] = 0.0
     return module

@@ -2,6 +2,32 @@
 ``torch.nn.LSTM`` for ``rnnlab.LSTM`` and a state_dict loads both ways — running rnnlab's own cells and BPTT.
 
 Stacking, directions, PackedSequence and dropout between layers live here; time lives in ``engine/``.
+
+Recurrent regularisation (keyword arguments beyond torch.nn's; every one 0 by default, which is exactly the plain
+layer, and none adds a parameter or buffer, so the state_dict still loads into torch.nn). In training mode, with
+fresh random masks at every forward call (and independent ones per layer and direction):
+
+- ``weight_drop`` p — DropConnect on the recurrent weights (Wan et al. 2013), AWD-LSTM's weight drop (Merity et al.
+  2017, "Regularizing and Optimizing LSTM Language Models"): each direction runs with
+  ``W_hh ⊙ M / (1 - p)``, M ~ Bernoulli(1 - p) per weight, the same at every step. Autograd carries the gradient
+  through the product back to ``weight_hh``; the engine sees an ordinary W_hh, so the fast loop runs unchanged.
+- ``input_dropout``, ``locked_dropout``, ``output_dropout`` p — variational ("locked") dropout (Gal & Ghahramani
+  2016, "A Theoretically Grounded Application of Dropout in Recurrent Neural Networks"; AWD-LSTM's dropouti,
+  dropouth, dropout): ``x_t ⊙ m / (1 - p)`` with ONE mask m ~ Bernoulli(1 - p) per sequence and feature, the same at
+  every step — on the first layer's input, on the input of every later layer (between stacked layers), and on the
+  last layer's output. With a PackedSequence each row takes the mask row of its own sequence.
+- ``recurrent_dropout`` p — variational dropout on the recurrent state (Gal & Ghahramani 2016): the h_{t-1} that
+  enters W_hh is ``h_{t-1} ⊙ m / (1 - p)``, one m ~ Bernoulli(1 - p) per sequence, the same at every step. Done
+  inside the time loop (both engines), so no slow path.
+- ``zoneout`` p, or (p_h, p_c) for an LSTM — zoneout (Krueger et al. 2016, "Zoneout: Regularizing RNNs by
+  Randomly Preserving Hidden Activations"): ``h_t = d_t ⊙ h_{t-1} + (1 - d_t) ⊙ h̃_t`` with d_t ~ Bernoulli(p)
+  fresh at every step and unit, h̃_t the cell's ordinary new state; for an LSTM the same for c with its own
+  draws, ``c_t = d^c_t ⊙ c_{t-1} + (1 - d^c_t) ⊙ c̃_t``, where h̃_t = o_t ⊙ tanh(c̃_t). One number for an LSTM
+  zones out h and c with the same p. Inside the time loop (both engines).
+
+In eval mode the dropouts are off (the scaling by 1/(1-p) keeps the expectation) and zoneout uses its expectation,
+``h_t = p h_{t-1} + (1 - p) h̃_t`` (and for c): the output is deterministic. ``dropout`` (torch.nn's: a fresh mask
+per element between layers) and ``locked_dropout`` both drop between layers; give one of them.
 """
 from __future__ import annotations
 
@@ -20,6 +46,15 @@ from .engine.unroll import RNN_RELU as _RNN_RELU
 from .engine.unroll import RNN_TANH as _RNN_TANH
 
 _GATES = {_RNN_TANH: 1, _RNN_RELU: 1, _LSTM: 4, _GRU: 3}
+# The regularisation options, each with what its probability means (for messages and extra_repr).
+_REGULARISERS = {
+    "weight_drop": "the probability of zeroing a recurrent weight, DropConnect on W_hh",
+    "input_dropout": "the probability of zeroing an input feature for a whole sequence, locked dropout",
+    "locked_dropout": "the probability of zeroing a feature between stacked layers for a whole sequence",
+    "output_dropout": "the probability of zeroing an output feature for a whole sequence, locked dropout",
+    "recurrent_dropout": "the probability of zeroing a unit of h_{t-1} on its way into W_hh for a whole sequence",
+    "zoneout": "the probability that a unit keeps its previous value at a step",
+}
 
 
 def _positive_int(name: str, value) -> int:
@@ -28,12 +63,65 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1) ({_REGULARISERS[name]}); got {value!r}. Use e.g. 0.25, "
+                         "or 0 for none.")
+    return float(value)
+
+
+def check_rnn_options(options) -> dict:
+    """The regularisation keywords a model passes to its recurrent layers (``rnn_options``), checked and made
+    canonical for a JSON config: known names only, each a probability in [0, 1), zeroes dropped, zoneout a number or
+    a [p_h, p_c] list. Which cell accepts what (a zoneout pair needs an LSTM) the layer itself checks."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError("rnn_options must be a dict of recurrent regularisation options (e.g. {'weight_drop': 0.5});"
+                         f" got {type(options).__name__}.")
+    unknown = sorted(set(options) - set(_REGULARISERS))
+    if unknown:
+        raise ValueError(f"rnn_options keys must be among {', '.join(_REGULARISERS)}; got {unknown[0]!r}. Check the "
+                         "spelling.")
+    out = {}
+    for name in _REGULARISERS:  # a fixed order, so equal options give equal configs
+        if name not in options:
+            continue
+        value = options[name]
+        if name == "zoneout" and isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise ValueError(f"zoneout as a pair is (p_h, p_c); got {value!r}. Give one number or two.")
+            value = [_probability(name, v) for v in value]
+            if value[0] == value[1]:  # the same p for h and c: one number says it
+                value = value[0]
+        else:
+            value = _probability(name, value)
+        if value != 0:
+            out[name] = value
+    return out
+
+
+def _mask(kind: str, shape, p: float, like: Tensor, layer: int, direction: int | None) -> Tensor:
+    """One random mask of a training forward, from torch's default generator (``engine.function.bernoulli``), dtype
+    and device of ``like``.
+
+    kind ``weight``, ``input``, ``locked``, ``output``, ``recurrent``: a dropout mask, Bernoulli(1 - p) / (1 - p);
+    ``zone_h``, ``zone_c``: zoneout's choices d ~ Bernoulli(p) (1: keep the previous value). ``layer`` and
+    ``direction`` (None for masks on a layer's whole input or output) say where it goes; tests wrap this function
+    to see the masks and rebuild the layer from its equations."""
+    if kind in ("zone_h", "zone_c"):
+        return function.bernoulli(shape, p, 1.0, like)
+    return function.bernoulli(shape, 1 - p, 1 / (1 - p), like)
+
+
 class RNNBase(nn.Module):
     """Shared machinery of RNN, LSTM and GRU; use those classes."""
 
     def __init__(self, mode: int, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
+                 locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zoneout: float | tuple[float, float] = 0.0) -> None:
         super().__init__()
         self.mode = mode
         self.input_size = _positive_int("input_size", input_size)
@@ -50,6 +138,7 @@ class RNNBase(nn.Module):
             raise ValueError(f"proj_size must be 0: rnnlab.LSTM has no projection layer yet; got {proj_size!r}. "
                              "Use torch.nn.LSTM for projected LSTMs.")
         self.proj_size = 0
+        self._set_regularisation(weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout, zoneout)
         num_directions = 2 if bidirectional else 1
         gate_size = _GATES[mode] * hidden_size
         factory = {"device": device, "dtype": dtype}
@@ -65,6 +154,37 @@ class RNNBase(nn.Module):
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
         self.reset_parameters()
+
+    def _set_regularisation(self, weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout,
+                            zoneout) -> None:
+        self.weight_drop = _probability("weight_drop", weight_drop)
+        self.input_dropout = _probability("input_dropout", input_dropout)
+        self.locked_dropout = _probability("locked_dropout", locked_dropout)
+        self.output_dropout = _probability("output_dropout", output_dropout)
+        self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
+        kind = type(self).__name__
+        if isinstance(zoneout, (tuple, list)):
+            if self.mode != _LSTM or len(zoneout) != 2:
+                raise ValueError(f"zoneout as a pair is (p_h, p_c) for an LSTM's h and c; got {zoneout!r} for a "
+                                 f"{kind}. Give one number" + (" (a GRU or RNN has no cell state)."
+                                                                if self.mode != _LSTM else ", or two."))
+            self.zoneout_h, self.zoneout_c = (_probability("zoneout", v) for v in zoneout)
+        else:
+            self.zoneout_h = _probability("zoneout", zoneout)
+            self.zoneout_c = self.zoneout_h if self.mode == _LSTM else 0.0
+        self.zoneout = self.zoneout_h if self.zoneout_h == self.zoneout_c or self.mode != _LSTM \
+            else (self.zoneout_h, self.zoneout_c)
+        if self.dropout > 0 and self.locked_dropout > 0 and self.num_layers > 1:
+            raise ValueError(f"dropout={self.dropout:g} and locked_dropout={self.locked_dropout:g} both drop between "
+                             "stacked layers (dropout: a fresh mask per element and step; locked_dropout: one mask "
+                             "per sequence); give one of them and set the other to 0.")
+
+    @property
+    def _regularised(self) -> bool:
+        """Whether a training forward draws masks (or an eval forward zones out): False means the plain layer."""
+        return any(getattr(self, name) > 0 for name in ("weight_drop", "input_dropout", "locked_dropout",
+                                                        "output_dropout", "recurrent_dropout", "zoneout_h",
+                                                        "zoneout_c"))
 
     def reset_parameters(self) -> None:
         """torch.nn's default: every weight and bias uniform in [-1/sqrt(H), 1/sqrt(H)]."""
@@ -92,6 +212,9 @@ class RNNBase(nn.Module):
             s += ", nonlinearity='relu'"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        for name in _REGULARISERS:
+            if getattr(self, name) not in (0, 0.0):
                 s += f", {name}={getattr(self, name)}"
         return s
 
@@ -135,20 +258,31 @@ class RNNBase(nn.Module):
         h0, c0 = self._initial_state(hx, B, x, unbatched, sorted_idx)
 
         slot_probe = active_probe()
+        regular = self._regularised
+        locked = _Locked(batch_sizes, B, packed) if regular and self.training else None
         h_n, c_n = [], []
         for layer in range(L):
+            if locked is not None:  # variational dropout on this layer's input: one mask per sequence and feature
+                kind, p = ("input", self.input_dropout) if layer == 0 else ("locked", self.locked_dropout)
+                x = locked.apply(x, kind, p, layer)  # (N, I)
             outs = []
             for d in range(D):
                 k = layer * D + d
                 slot = slot_probe.slot(self, layer, d) if slot_probe is not None else None
+                w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
+                options = {}
+                if regular:
+                    w_hh, options = self._direction_options(layer, d, w_hh, B, x.shape[0], x)
                 out, hn, cn = function.run(self.mode, d == 1, batch_sizes, x, h0[k], c0[k] if has_c else x.new_empty(0),
-                                           *self._weights(layer, d), slot=slot)
+                                           w_ih, w_hh, b_ih, b_hh, slot=slot, **options)
                 outs.append(out)  # (N, H)
                 h_n.append(hn)
                 c_n.append(cn)
             x = outs[0] if D == 1 else torch.cat(outs, dim=1)  # (N, D*H)
             if self.dropout > 0 and self.training and layer < L - 1:
                 x = F.dropout(x, self.dropout, training=True)
+        if locked is not None:
+            x = locked.apply(x, "output", self.output_dropout, L - 1)  # (N, D*H)
         h_n = torch.stack(h_n)  # (L*D, B, H)
         c_n = torch.stack(c_n) if has_c else None
         if sorted_idx is not None:  # back to the caller's batch order
@@ -164,6 +298,26 @@ class RNNBase(nn.Module):
             elif self.batch_first:
                 output = output.transpose(0, 1)  # (B, T, D*H)
         return output, ((h_n, c_n) if has_c else h_n)
+
+    def _direction_options(self, layer: int, d: int, w_hh: Tensor, B: int, N: int, x: Tensor):
+        """The W_hh one direction runs with and its engine options (recurrent mask, zoneout), for this mode."""
+        H = self.hidden_size
+        options = {}
+        if self.training:
+            if self.weight_drop > 0:  # DropConnect: W_hh ⊙ M / (1 - p); autograd takes the gradient back through it
+                w_hh = w_hh * _mask("weight", w_hh.shape, self.weight_drop, w_hh, layer, d)  # (G*H, H)
+            if self.recurrent_dropout > 0:  # rows in the engine's order: row b of every step is sequence b
+                options["rec_mask"] = _mask("recurrent", (B, H), self.recurrent_dropout, x, layer, d)  # (B, H)
+            if self.zoneout_h > 0:  # fresh d_t at every step and unit: one row per row of x
+                options["zone_h"] = _mask("zone_h", (N, H), self.zoneout_h, x, layer, d)  # (N, H)
+            if self.zoneout_c > 0:
+                options["zone_c"] = _mask("zone_c", (N, H), self.zoneout_c, x, layer, d)  # (N, H)
+        else:  # eval: zoneout's expectation h_t = p h_{t-1} + (1 - p) h~_t
+            if self.zoneout_h > 0:
+                options["zone_h"] = x.new_full((N, H), self.zoneout_h)  # (N, H)
+            if self.zoneout_c > 0:
+                options["zone_c"] = x.new_full((N, H), self.zoneout_c)  # (N, H)
+        return w_hh, options
 
     def _initial_state(self, hx, B, x, unbatched, sorted_idx):
         has_c = self.mode == _LSTM
@@ -209,34 +363,72 @@ class RNNBase(nn.Module):
         return out.squeeze(1 if self.batch_first else 0), state  # (B, H)
 
 
+class _Locked:
+    """Variational (locked) dropout on a layer's input or output rows: one mask row per sequence, the same at every
+    step. Rows are the engine's: row b of each step is sequence b (of the sorted order for a PackedSequence)."""
+
+    def __init__(self, batch_sizes: Tensor, B: int, packed: bool) -> None:
+        self.batch_sizes, self.B, self.packed = batch_sizes, B, packed
+        self._seq = None
+
+    def apply(self, x: Tensor, kind: str, p: float, layer: int) -> Tensor:
+        if p == 0:
+            return x
+        N, F_ = x.shape
+        m = _mask(kind, (self.B, F_), p, x, layer, None)  # (B, F)
+        if not self.packed:  # every step has all B sequences: rows t*B + b
+            return (x.reshape(N // self.B, self.B, F_) * m).reshape(N, F_)  # (T, B, F) → (N, F)
+        if self._seq is None:  # the sequence of each row: its index within its step
+            sizes = self.batch_sizes.to(torch.long)
+            starts = torch.cumsum(sizes, 0) - sizes  # (T,): first row of each step
+            self._seq = (torch.arange(N) - torch.repeat_interleave(starts, sizes)).to(x.device)  # (N,)
+        return x * m[self._seq]  # (N, F)
+
+
 class RNN(RNNBase):
-    """Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with f = tanh or ReLU; torch.nn.RNN's API."""
+    """Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with f = tanh or ReLU; torch.nn.RNN's API, plus
+    the regularisation keywords of the module doc (``zoneout`` is one number: there is no cell state)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
+                 locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}.")
         self.nonlinearity = nonlinearity
         super().__init__(_RNN_TANH if nonlinearity == "tanh" else _RNN_RELU, input_size, hidden_size, num_layers,
-                         bias, batch_first, dropout, bidirectional, 0, device, dtype)
+                         bias, batch_first, dropout, bidirectional, 0, device, dtype, weight_drop=weight_drop,
+                         input_dropout=input_dropout, locked_dropout=locked_dropout, output_dropout=output_dropout,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
 
 
 class LSTM(RNNBase):
-    """LSTM with torch.nn.LSTM's API (gates i, f, g, o); ``proj_size`` must be 0."""
+    """LSTM with torch.nn.LSTM's API (gates i, f, g, o); ``proj_size`` must be 0. Plus the regularisation keywords
+    of the module doc; ``zoneout`` is p (h and c alike) or (p_h, p_c), each state with its own draws."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
+                 locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zoneout: float | tuple[float, float] = 0.0) -> None:
         super().__init__(_LSTM, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         proj_size, device, dtype)
+                         proj_size, device, dtype, weight_drop=weight_drop, input_dropout=input_dropout,
+                         locked_dropout=locked_dropout, output_dropout=output_dropout,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
 
 
 class GRU(RNNBase):
-    """GRU with torch.nn.GRU's API (gates r, z, n; ``b_hn`` inside the reset product)."""
+    """GRU with torch.nn.GRU's API (gates r, z, n; ``b_hn`` inside the reset product), plus the regularisation
+    keywords of the module doc (``zoneout`` is one number; ``recurrent_dropout`` masks the h_{t-1} of W_hh's three
+    products, not the ``z ⊙ h_{t-1}`` term)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
+                 locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0) -> None:
         super().__init__(_GRU, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
-                         device, dtype)
+                         device, dtype, weight_drop=weight_drop, input_dropout=input_dropout,
+                         locked_dropout=locked_dropout, output_dropout=output_dropout,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)

@@ -21,10 +21,12 @@ GATES = 3
 HAS_CELL_STATE = False
 
 
-def forward(gi: Tensor, state: tuple[Tensor], w_hh: Tensor, b_hh: Tensor | None):
-    """One step. gi: (B, 3H) = W_ih x_t + b_ih; state: (h_{t-1},), (B, H)."""
+def forward(gi: Tensor, state: tuple[Tensor], w_hh: Tensor, b_hh: Tensor | None, h_rec: Tensor | None = None):
+    """One step. gi: (B, 3H) = W_ih x_t + b_ih; state: (h_{t-1},), (B, H); h_rec: the h_{t-1} that enters W_hh
+    (None: state's; the z ⊙ h_{t-1} term always uses state's)."""
     (h_prev,) = state
-    gh = torch.addmm(b_hh, h_prev, w_hh.t()) if b_hh is not None else h_prev @ w_hh.t()  # (B, 3H)
+    h_in = h_prev if h_rec is None else h_rec
+    gh = torch.addmm(b_hh, h_in, w_hh.t()) if b_hh is not None else h_in @ w_hh.t()  # (B, 3H)
     i_r, i_z, i_n = gi.chunk(3, dim=1)  # 3 x (B, H)
     h_r, h_z, h_n = gh.chunk(3, dim=1)
     r = torch.sigmoid(i_r + h_r)
@@ -34,8 +36,9 @@ def forward(gi: Tensor, state: tuple[Tensor], w_hh: Tensor, b_hh: Tensor | None)
     return (h,), (torch.cat([r, z, n, h_n], dim=1), h_prev)  # (B, 4H)
 
 
-def backward(dstate: tuple[Tensor], saved: tuple[Tensor, ...], w_hh: Tensor):
-    """Given (dL/dh_t,) (B, H), return dL/d(input half) (B, 3H), dL/d(recurrent half) (B, 3H) and (dL/dh_{t-1},)."""
+def backward(dstate: tuple[Tensor], saved: tuple[Tensor, ...], w_hh: Tensor, rec_mask: Tensor | None = None):
+    """Given (dL/dh_t,) (B, H), return dL/d(input half) (B, 3H), dL/d(recurrent half) (B, 3H) and (dL/dh_{t-1},);
+    ``rec_mask``: the mask forward's ``h_rec`` carried (it scales the W_hh path only)."""
     (dh,) = dstate
     rzn, h_prev = saved
     r, z, n, h_n = rzn.chunk(4, dim=1)  # 4 x (B, H)
@@ -44,5 +47,6 @@ def backward(dstate: tuple[Tensor], saved: tuple[Tensor, ...], w_hh: Tensor):
     da_r = da_n * h_n * r * (1.0 - r)
     dgi = torch.cat([da_r, da_z, da_n], dim=1)  # (B, 3H)
     dgh = torch.cat([da_r, da_z, da_n * r], dim=1)  # (B, 3H)
-    dh_prev = dgh @ w_hh + dh * z  # (B, H)
+    dh_rec = dgh @ w_hh  # (B, H): through W_hh
+    dh_prev = (dh_rec if rec_mask is None else dh_rec * rec_mask) + dh * z  # (B, H)
     return dgi, dgh, (dh_prev,)

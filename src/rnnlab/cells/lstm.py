@@ -26,9 +26,11 @@ GATES = 4
 HAS_CELL_STATE = True
 
 
-def forward(gi: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor, b_hh: Tensor | None):
-    """One step. gi: (B, 4H) input half of the gates; state: (h_{t-1}, c_{t-1}), each (B, H)."""
+def forward(gi: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor, b_hh: Tensor | None, h_rec: Tensor | None = None):
+    """One step. gi: (B, 4H) input half of the gates; state: (h_{t-1}, c_{t-1}), each (B, H); h_rec: the h_{t-1}
+    that enters W_hh (None: state's)."""
     h_prev, c_prev = state
+    h_prev = h_prev if h_rec is None else h_rec
     a = gi + (torch.addmm(b_hh, h_prev, w_hh.t()) if b_hh is not None else h_prev @ w_hh.t())  # (B, 4H)
     a_i, a_f, a_g, a_o = a.chunk(4, dim=1)  # 4 x (B, H)
     i, f, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.sigmoid(a_o)
@@ -39,8 +41,9 @@ def forward(gi: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor, b_hh: Tensor
     return (h, c), (torch.cat([i, f, g, o], dim=1), c_prev, tanh_c)  # gates (B, 4H)
 
 
-def backward(dstate: tuple[Tensor, Tensor], saved: tuple[Tensor, ...], w_hh: Tensor):
-    """Given (dL/dh_t, dL/dc_t) from later steps, return dL/da_t (input and recurrent halves), (dh_{t-1}, dc_{t-1})."""
+def backward(dstate: tuple[Tensor, Tensor], saved: tuple[Tensor, ...], w_hh: Tensor, rec_mask: Tensor | None = None):
+    """Given (dL/dh_t, dL/dc_t) from later steps, return dL/da_t (input and recurrent halves), (dh_{t-1}, dc_{t-1});
+    ``rec_mask``: the mask forward's ``h_rec`` carried (δh_{t-1} = (δa W_hh) ⊙ m)."""
     dh, dc = dstate
     gates, c_prev, tanh_c = saved
     i, f, g, o = gates.chunk(4, dim=1)  # 4 x (B, H)
@@ -50,4 +53,6 @@ def backward(dstate: tuple[Tensor, Tensor], saved: tuple[Tensor, ...], w_hh: Ten
         dim=1,
     )  # (B, 4H)
     dh_prev = da @ w_hh  # (B, H)
+    if rec_mask is not None:
+        dh_prev = dh_prev * rec_mask
     return da, da, (dh_prev, dc * f)

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..engine import backend_name
+from ..train import distributed
 from ..train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ..train.trainer import OPTIMIZERS, Trainer, TrainingError, TrainOptions
 from .options import UsageError, float_range, int_range, positive_float, positive_int, usable_device
@@ -29,6 +30,9 @@ FINISHED = ("done", "patience")
 # training command takes them, and a resumed run may change them: e.g. a larger --max-rollbacks after a run gave up.
 FAULT_FLAGS = ("spike_factor", "spike_window", "fault_patience", "fault_lr_factor", "max_rollbacks")
 _FAULT_DEFAULTS = {f.name: f.default for f in fields(TrainOptions) if f.name in FAULT_FLAGS}
+# The diagnostics flags (rnnlab.diagnose.during): every training command takes them, and a resumed run keeps the
+# run's own unless given anew (they watch the training, they do not change what it computes).
+DIAGNOSE_FLAGS = ("diagnose_every", "tensorboard")
 
 
 def _spike_factor(text: str) -> float:
@@ -103,7 +107,20 @@ def add_training_group(p: argparse.ArgumentParser, defaults: dict, *, epochs_hel
     g.add_argument("--device", metavar="DEV", help="torch device, e.g. cpu, cuda" + d("device"))
     g.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
     add_fault_flags(g)
+    add_diagnose_flags(g)
     return g
+
+
+def add_diagnose_flags(g) -> None:
+    """--diagnose-every N, --tensorboard DIR: diagnostics records while training (rnnlab.diagnose.during)."""
+    from ..diagnose.during import DEFAULT_EVERY
+
+    g.add_argument("--diagnose-every", type=int_range(0), metavar="N", help="every N steps (and at step 1) record "
+                   "||dL/dh_t|| per time step, layer and direction, the pre-clip gradient norm and clip fraction, "
+                   "the W_hh spectral norm and radius and the gate saturation to metrics.jsonl; 'rnnlab diagnose "
+                   f"RUN_DIR' draws them; 0 = off (default: off; {DEFAULT_EVERY} with --tensorboard)")
+    g.add_argument("--tensorboard", metavar="DIR", help="also write the diagnostics to TensorBoard event files in "
+                   "DIR (needs: pip install tensorboard)")
 
 
 def add_fault_flags(g) -> None:
@@ -146,10 +163,10 @@ def given_flags(args: argparse.Namespace, flags: Iterable[str], *, keep_false: b
     """The flags given on the command line: argparse left the others at None (and a plain ``store_true`` flag at
     False, dropped unless ``keep_false``: --no-X of a BooleanOptionalAction is given as False). --train, --valid and
     --test become absolute paths, so a resumed run can be compared and continued from any directory."""
-    flags = (*flags, *(k for k in FAULT_FLAGS if k not in flags))  # every training command has them
+    flags = (*flags, *(k for k in FAULT_FLAGS + DIAGNOSE_FLAGS if k not in flags))  # every training command has them
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None
              and (keep_false or getattr(args, k) is not False)}
-    for k in ("train", "valid", "test"):
+    for k in ("train", "valid", "test", "tensorboard"):
         if k in given:
             given[k] = str(Path(given[k]).resolve())
     return given
@@ -224,7 +241,7 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
         raise UsageError(f"--resume {checkpoint.path}: not a checkpoint written by 'rnnlab train'")
     if stored.get("kind") != kind:
         raise holds_other_run(checkpoint, stored)
-    resumable = set(resumable) | set(FAULT_FLAGS)  # what a bad batch does, not what a good one computes
+    resumable = set(resumable) | set(FAULT_FLAGS) | set(DIAGNOSE_FLAGS)  # they do not change what a step computes
     for k, v in given.items():
         if k not in resumable and stored.get(k) != v:
             raise cannot_change(k, stored.get(k))
@@ -234,12 +251,51 @@ def resume_run(given: dict, kind: str, resumable: set) -> tuple[dict, Checkpoint
     return o, checkpoint
 
 
+def diagnostics_callbacks(model, run) -> list:
+    """[TrainingDiagnostics] when a run's options (``meta["run"]``) ask for diagnostics (--diagnose-every N > 0,
+    or --tensorboard DIR, which implies the default interval); else []. A UsageError when they cannot be had."""
+    from ..diagnose.during import DEFAULT_EVERY, MissingTensorBoard, TrainingDiagnostics
+
+    run = run if isinstance(run, dict) else {}
+    every, board = run.get("diagnose_every"), run.get("tensorboard")
+    if every == 0 or (every is None and board is None):
+        return []
+    try:
+        return [TrainingDiagnostics(model, every=every or DEFAULT_EVERY, tensorboard_dir=board)]
+    except MissingTensorBoard as exc:
+        raise UsageError(f"--tensorboard {board}: {exc} (or drop --tensorboard)") from None
+    except ValueError as exc:
+        raise UsageError(f"--diagnose-every {every or DEFAULT_EVERY}: {exc}; drop it for this model") from None
+
+
 def make_trainer(model, task, train, valid, options: TrainOptions, out: Path, meta: dict,
-                 checkpoint: Checkpoint | None) -> Trainer:
-    """The Trainer of every training command, restored from ``checkpoint`` when resuming (see ``restore``)."""
-    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta)
+                 checkpoint: Checkpoint | None, callbacks=()) -> Trainer:
+    """The Trainer of every training command, restored from ``checkpoint`` when resuming (see ``restore``);
+    ``callbacks`` are the trainer's, plus the diagnostics the run's options ask for (``diagnostics_callbacks``)."""
+    dist = distributed_run(train)
+    if dist is None or dist.is_main:  # under torchrun rank 0 diagnoses (its slice of each batch) and writes them
+        callbacks = [*callbacks, *diagnostics_callbacks(model, meta.get("run"))]
+    trainer = Trainer(model, task, train, valid, options, out_dir=out, meta=meta, callbacks=callbacks,
+                      distributed=dist)
     restore(trainer, checkpoint)
     return trainer
+
+
+def distributed_run(train) -> distributed.Distributed | None:
+    """This process's place in a torchrun launch (``torch_device`` joined it), or None for a single process. A
+    UsageError for a --batch-size the processes cannot share evenly, and for a second run in one launch (the other
+    ranks left after the first: ``fit_with_stop_handler``)."""
+    dist = distributed.current()
+    if dist is None:
+        return None
+    if dist.finished:
+        raise UsageError("under torchrun a launch trains one run, and this command starts another after it (e.g. "
+                         "--compare-attention trains two); run it without torchrun, or launch each run on its own")
+    try:
+        dist.check_batch_size(train.batch_size, "--batch-size")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return dist
 
 
 def restore(trainer: Trainer, checkpoint: Checkpoint | None) -> None:
@@ -288,10 +344,15 @@ def refuse_existing_run(out: Path, checkpoint: Checkpoint | None, flag: str = "-
 
 
 def torch_device(name: str, threads: int | None) -> torch.device:
-    """Set --threads and check that --device works here (``options.usable_device``)."""
+    """Set --threads (per process) and check that --device works here (``options.usable_device``). Launched by
+    torchrun: join the launch (``distributed.setup``) and return this rank's device (cuda: cuda:LOCAL_RANK)."""
     if threads:
         torch.set_num_threads(threads)
-    return usable_device(name)
+    distributed.pin_local_gpu(name)  # before anything touches a GPU: every rank would open one on cuda:0
+    try:
+        return distributed.setup(usable_device(name))
+    except ValueError as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
 
 
 def engine_name(device: torch.device) -> str:
@@ -320,8 +381,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def fit_with_stop_handler(trainer: Trainer) -> dict:
     """``trainer.fit()``'s summary. The first Ctrl-C (SIGINT) or SIGTERM finishes the batch, saves a resumable last/
     and stops (the summary says 'interrupted'); a second one of the same signal acts as it did before (Ctrl-C
-    raises KeyboardInterrupt, SIGTERM terminates). A TrainingError (training kept failing through its rollbacks) is
-    a UsageError."""
+    raises KeyboardInterrupt, SIGTERM terminates); under torchrun a signal to any rank stops every rank at the same
+    step. A TrainingError (training kept failing through its rollbacks) is a UsageError. Under torchrun, ranks other
+    than 0 exit when training ends (``distributed.finish_run``)."""
     in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     # getsignal() is None for a handler not set from Python: treat it as the default action.
     previous = {s: signal.getsignal(s) or signal.SIG_DFL for s in STOP_SIGNALS} if in_main_thread else {}
@@ -333,12 +395,14 @@ def fit_with_stop_handler(trainer: Trainer) -> dict:
     for s in previous:
         signal.signal(s, on_signal)
     try:
-        return trainer.fit()
+        summary = trainer.fit()
     except TrainingError as exc:
         raise UsageError(str(exc)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    distributed.finish_run()  # under torchrun ranks other than 0 exit here: what follows training is rank 0's
+    return summary
 
 
 def load_best_weights(out: Path, model) -> Path:

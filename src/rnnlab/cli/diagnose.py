@@ -8,9 +8,16 @@ healthy) with the numbers and the remedies that fit (clipping threshold, gated c
 trains a tanh RNN, an LSTM and an IRNN with the same budget and sets their loss and gradient-decay curves side by
 side.
 
+RUN_DIR may also be any run trained with --diagnose-every N (every 'rnnlab train ...' command and 'rnnlab task'):
+the diagnostics records of its metrics.jsonl become a heatmap of log10 ||dL/dh_t|| over training steps x time
+steps per layer and curves of the pre-clip gradient norm, the clip fraction, W_hh's spectral norm and radius and the
+gate saturation over training. For a language model ('rnnlab train lm'), --text colours each token of a text by
+chosen units' h (or c, or a gate), Karpathy et al. (2015) style, and saves every per-token state to an .npz.
+
 Writes to --out: decay.png (gradient and Jacobian-product decay against k), saturation.png (gate histograms),
 loss.png and history*.png (training loss; a heatmap of log ||dL/dh_t|| over training steps x time steps) when it
-trained, diagnostics.json (every number) and report.html (everything, self-contained). The verdict goes to stdout.
+trained, training.png and history*.png from a run's diagnostics records, states.npz with --text,
+diagnostics.json (every number) and report.html (everything, self-contained). The verdict goes to stdout.
 """
 from __future__ import annotations
 
@@ -23,11 +30,15 @@ from pathlib import Path
 import torch
 
 from ..data.synthetic import Adding
+from ..data.text import DataError, read_text
+from ..diagnose.during import read_records
+from ..diagnose.hidden import DEFAULT_UNITS
 from ..engine.probe import probe
 from ..models.lm import CELLS
 from ..models.classifier import INITS
-from ..train.checkpoint import CheckpointError
+from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.compat import describe
+from ..train.lm import load_lm
 from ..train.supervised import load_sequence_model
 from ..train.trainer import Trainer
 from . import task as task_cmd
@@ -35,8 +46,11 @@ from .common import engine_name, out_dir, refuse_existing_run, run_dir, torch_de
 from .options import UsageError, float_range, int_range
 
 TASKS = task_cmd.SYNTHETIC  # generated on the fly: nothing to download
-# --compare: the three classic answers to the adding problem (Le et al. 2015 compare exactly these).
-COMPARE = (("tanh RNN", "rnn_tanh", "default"), ("LSTM", "lstm", "default"), ("IRNN", "rnn_relu", "identity"))
+# --compare: the three classic answers to the adding problem (Le et al. 2015 compare exactly these). The LSTM gets
+# the chrono init (forget-gate time constants up to T, Tallec & Ollivier 2018): with torch's default init its forget
+# gates start near 0.5 and its gradient vanishes almost as fast as the tanh RNN's until it learns to remember, which
+# takes more updates than the comparison's budget — the LSTM's remedy only shows once the gates are open.
+COMPARE = (("tanh RNN", "rnn_tanh", "default"), ("LSTM", "lstm", "chrono"), ("IRNN", "rnn_relu", "identity"))
 DEFAULTS = {
     "task": "adding",
     "cell": "lstm",  # as 'rnnlab task'
@@ -61,6 +75,13 @@ examples:
                                       tanh RNN vs LSTM vs IRNN on the adding problem, same budget, one report
   rnnlab diagnose --task parity --length 50 --cell gru
                                       parity strings of exactly 50 symbols (copy: --length sets the delay)
+  rnnlab train lm --train input.txt --diagnose-every 100 --out runs/lm && rnnlab diagnose runs/lm
+                                      the gradient through time, clipping, W_hh spectra and gate saturation
+                                      over the training of a run, from its metrics.jsonl
+  rnnlab diagnose runs/lm --text input.txt --units 5,17 --npz states.npz
+                                      colour a text by units 5 and 17 of the LM's last layer; every state to .npz
+  rnnlab diagnose runs/lm --text "def f(x):" --show c --layer 0
+                                      the 4 most variable units' cell state c in layer 0 over a literal text
 """
 
 
@@ -70,7 +91,8 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[0].replace("``", "'"), epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory (or its best/ or last/) of "
-                   "'rnnlab task'; without it, a fresh model on --task")
+                   "'rnnlab task', of any run trained with --diagnose-every, or of 'rnnlab train lm' with --text; "
+                   "without it, a fresh model on --task")
     g = p.add_argument_group("a fresh model (no RUN_DIR)")
     g.add_argument("--task", choices=TASKS, default=None, help=f"the built-in task (default: {DEFAULTS['task']})")
     g.add_argument("--cell", choices=CELLS, default=None, help=f"recurrent cell (default: {DEFAULTS['cell']})")
@@ -78,6 +100,9 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                    "or identity (IRNN: with --cell rnn_relu)")
     g.add_argument("--length", type=int_range(2, 100_000), default=None, metavar="T", help="sequence length "
                    "(adding: T, default 100; parity: strings of exactly T symbols; copy: T = 2 x symbols + delay + 1)")
+    g.add_argument("--lengths", type=_lengths, default=None, metavar="T1,T2", help="--compare on the adding task: "
+                   "train and measure the three models at each of these lengths (e.g. 100,200), side by side in one "
+                   "report")
     g.add_argument("--hidden", type=int_range(1, 65536), default=None, metavar="H", help="hidden units (default: "
                    "the task's, 128)")
     g.add_argument("--layers", type=int_range(1, 64), default=None, metavar="L", help="stacked layers (default: 1)")
@@ -102,6 +127,16 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                    metavar="N", help="sequences whose exact Jacobian products are computed (default: %(default)s)")
     g.add_argument("--history-every", type=int_range(1), default=None, metavar="N", help="while training, record "
                    "||dL/dh_t|| every N updates for the heatmap (default: about 60 records)")
+    g = p.add_argument_group("hidden states over a text (RUN_DIR of 'rnnlab train lm')")
+    g.add_argument("--text", metavar="FILE_OR_TEXT", default=None, help="a text file (when the path exists), else "
+                   "the text itself: run the LM over it and colour each token by the chosen units")
+    g.add_argument("--units", type=_units, default=None, metavar="U,U,...", help="units to show, e.g. 5,17 "
+                   f"(default: the {DEFAULT_UNITS} with the largest variance over the text)")
+    g.add_argument("--show", default="h", metavar="WHAT", help="the value that colours the tokens: h; LSTM also "
+                   "c (as tanh(c)), i, f, g, o; GRU r, z, n (default: %(default)s)")
+    g.add_argument("--layer", type=int_range(0), default=None, metavar="L", help="the layer (default: the last)")
+    g.add_argument("--npz", metavar="FILE", default=None, help="where the per-token states go (default: "
+                   "OUT/states.npz): tokens, ids, h_l0 (T, H), c_l0, gate_i_l0, ... per layer")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default=None, help="where the PNGs, diagnostics.json and report.html go "
                    "(default: runs/diagnose-<time>)")
@@ -112,18 +147,62 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     return p
 
 
+def _units(text: str) -> list[int]:
+    """--units: comma-separated unit indices >= 0."""
+    try:
+        units = [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; must be unit numbers separated by commas, e.g. 5,17") \
+            from None
+    if not units or min(units) < 0:
+        raise argparse.ArgumentTypeError(f"got {text!r}; must be unit numbers >= 0 separated by commas, e.g. 5,17")
+    return units
+
+
+_units.__name__ = "unit list"
+
+
 # -- the model flags -----------------------------------------------------------------------------------------------
-MODEL_FLAGS = ("task", "cell", "init", "length", "hidden", "layers", "steps", "lr", "clip_norm", "seed")
+MODEL_FLAGS = ("task", "cell", "init", "length", "lengths", "hidden", "layers", "steps", "lr", "clip_norm", "seed")
+TEXT_FLAGS = ("units", "layer", "npz")  # (and --show, which has a default) only with --text
+
+
+def _lengths(text: str) -> list[int]:
+    """--lengths: comma-separated sequence lengths, each 2..100000, no repeats."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,200; got {text!r}") from None
+    if not values or any(not 2 <= v <= 100_000 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct lengths from 2 to 100000, e.g. 100,200; got {text!r}")
+    return values
 
 
 def _check(args) -> None:
     given = [k for k in MODEL_FLAGS if getattr(args, k) is not None]
+    if args.text is None:
+        extra = [k for k in TEXT_FLAGS if getattr(args, k) is not None] + (["show"] if args.show != "h" else [])
+        if extra:
+            raise UsageError(f"--{extra[0]} chooses what --text shows; add --text FILE_OR_TEXT (with a RUN_DIR of "
+                             "'rnnlab train lm') or drop it")
+    elif args.run_dir is None:
+        raise UsageError("--text runs a trained language model over a text; give its RUN_DIR (a run of 'rnnlab "
+                         "train lm'), e.g. 'rnnlab diagnose runs/lm --text input.txt'")
     if args.run_dir is not None:
         if args.compare:
             raise UsageError("--compare trains its own three models; drop RUN_DIR or --compare")
         if given:
             raise UsageError(f"RUN_DIR is diagnosed with its own options; drop --{given[0].replace('_', '-')} (it "
                              "applies to a fresh model, without RUN_DIR)")
+    if args.lengths is not None:
+        if not args.compare:
+            raise UsageError("--lengths compares the three models at several lengths; add --compare, or give one "
+                             "--length")
+        if args.length is not None:
+            raise UsageError("give the lengths once: --lengths T1,T2,... or --length T, not both")
+        if (args.task or DEFAULTS["task"]) != "adding":
+            raise UsageError(f"--lengths applies to the adding task (its sequence length); got --task {args.task}. "
+                             "Use --length with the other tasks")
     if args.compare and (args.cell is not None or args.init is not None):
         raise UsageError("--compare trains a tanh RNN, an LSTM and an IRNN; drop --"
                          + ("cell" if args.cell is not None else "init"))
@@ -356,6 +435,42 @@ def _intro(diag) -> str:
 
 
 def _compare(args, out: Path, device) -> int:
+    """--compare: one length (--length), or several (--lengths T1,T2,...) side by side in one report, each length's
+    runs, figures and diagnostics.json in OUT/T<length> when there are several."""
+    from ..diagnose import report
+
+    lengths = args.lengths or [args.length]
+    out.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for length in lengths:
+        where = out / f"T{length}" if len(lengths) > 1 else out
+        parts.append(_compare_one(argparse.Namespace(**{**vars(args), "length": length}), where, device))
+    if len(lengths) == 1:
+        what, summary, top, sections, runs, verdicts = parts[0]
+        html = report.write_html(out / "report.html", f"rnnlab diagnose --compare: {what}",
+                                 [("side by side", summary, top)] + sections,
+                                 intro=_intro(next(iter(runs.values()))))
+    else:
+        what = "; ".join(p[0] for p in parts)
+        sections = [(f"T = {t}: side by side", f"{p[0]}\n\n{p[1]}", p[2]) for t, p in zip(lengths, parts)]
+        sections += [(f"T = {t}, {heading}", text, figs) for t, p in zip(lengths, parts) for heading, text, figs in p[3]]
+        html = report.write_html(out / "report.html", "rnnlab diagnose --compare: tanh RNN vs LSTM vs IRNN at T = "
+                                 + ", ".join(str(t) for t in lengths), sections,
+                                 intro=_intro(next(iter(parts[0][4].values()))))
+    for length, (what, summary, _, _, _, verdicts) in zip(lengths, parts):
+        print(f"diagnose --compare: {what}")
+        print(summary)
+        for label, v in verdicts.items():
+            print(f"\n== {label} ==")
+            print(v.text())
+        print()
+    print(f"wrote {html} and the figures in {out}")
+    return 0
+
+
+def _compare_one(args, out: Path, device) -> tuple:
+    """Train (or not, --steps 0) and measure the three models at one length: (what, summary table, top figures,
+    per-model sections, diagnostics, verdicts); writes the figures and diagnostics.json into ``out``."""
     from ..diagnose import report
     from ..diagnose.verdict import verdict
 
@@ -383,7 +498,9 @@ def _compare(args, out: Path, device) -> int:
         figs = [(report.plot_saturation(diag, out / f"saturation-{slug}.png", name=label), f"{label}: gate values")]
         figs += _history_figures(report, histories.get(label, {}), out, f"history-{slug}", label)
         sections.append((label, verdicts[label].text(), figs))
-    what = (f"tanh RNN vs LSTM vs IRNN on the {ns.task} task, " + (f"{steps} updates each" if steps else "untrained")
+    length = f" at T = {ns.length}" if ns.task == "adding" else ""
+    what = (f"tanh RNN vs LSTM (chrono init) vs IRNN on the {ns.task} task{length}, "
+            + (f"{steps} updates each" if steps else "untrained")
             + f" (batch {ns.batch_size}, lr {ns.lr:g}, clip {ns.clip_norm:g}, hidden {ns.hidden})")
     top = [(report.plot_decay(runs, out / "decay.png", title=what), "gradient (left) and exact Jacobian product "
             "(right) against the distance k back in time, the three models side by side")]
@@ -393,15 +510,7 @@ def _compare(args, out: Path, device) -> int:
     _write(out, "diagnostics.json", {"what": what, "runs": {k: {"diagnostics": d.to_dict(),
                                                                  "verdict": verdicts[k].to_dict()}
                                                              for k, d in runs.items()}})
-    html = report.write_html(out / "report.html", f"rnnlab diagnose --compare: {what}",
-                             [("side by side", summary, top)] + sections, intro=_intro(next(iter(runs.values()))))
-    print(f"diagnose --compare: {what}")
-    print(summary)
-    for label, v in verdicts.items():
-        print(f"\n== {label} ==")
-        print(v.text())
-    print(f"\nwrote {html} and the figures in {out}")
-    return 0
+    return what, summary, top, sections, runs, verdicts
 
 
 def _compare_table(runs: dict, verdicts: dict) -> str:
@@ -422,14 +531,19 @@ def _run_dir(args, out: Path, device) -> int:
     from ..diagnose.verdict import verdict
 
     try:
-        model, ckpt = load_sequence_model(args.run_dir, prefer="best", device=device)
+        ckpt = load_checkpoint(args.run_dir, prefer="best")
     except (CheckpointError, OSError, ValueError) as exc:
         raise UsageError(f"RUN_DIR {' '.join(str(exc).split())}") from None
     stored = ckpt.meta.get("run")
     if not isinstance(stored, dict) or stored.get("kind") != "task" or "task" not in stored:
-        raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a run of 'rnnlab task' (diagnose "
-                         "regenerates a batch of the run's task from its stored options); pass a run directory "
-                         "written by 'rnnlab task', or no RUN_DIR to diagnose a fresh model")
+        return _other_run(args, out, device, ckpt)
+    if args.text is not None:
+        raise UsageError(f"--text: RUN_DIR {ckpt.path} holds {describe(ckpt.meta)}, not a language model; hidden "
+                         "states over a text need a run of 'rnnlab train lm'")
+    try:
+        model, ckpt = load_sequence_model(ckpt.path, device=device)
+    except (CheckpointError, OSError, ValueError) as exc:
+        raise UsageError(f"RUN_DIR {' '.join(str(exc).split())}") from None
     ns = argparse.Namespace(**{k: v for k, v in stored.items() if k != "kind"})
     _, valid, test, _, task_cls = _setup(ns)
     data = valid if valid is not None else test
@@ -448,10 +562,158 @@ def _run_dir(args, out: Path, device) -> int:
     if steps:
         figs.append((report.plot_losses({ns.cell: (steps, losses)}, out / "loss.png", **_baseline(ns)),
                      "training loss (metrics.jsonl)"))
+    sections = [("verdict", v.text(), figs)]
+    records = read_records(Path(run_dir(ckpt)) / "metrics.jsonl")
+    if records:
+        sections.append(_training_section(report, records, out))
     _write(out, "diagnostics.json", {"what": what, "diagnostics": diag.to_dict(), "verdict": v.to_dict()})
-    html = report.write_html(out / "report.html", f"rnnlab diagnose: {what}", [("verdict", v.text(), figs)],
-                             intro=_intro(diag))
+    html = report.write_html(out / "report.html", f"rnnlab diagnose: {what}", sections, intro=_intro(diag))
     print(f"diagnose: {what}; measured on {len(batch[0])} {'validation' if data is valid else 'test'} sequences")
     print(v.text())
-    print(f"wrote {html} and {len(figs)} figures in {out}")
+    if records:
+        print(f"\n{sections[-1][1]}")
+    n_figs = sum(len(sec[2]) for sec in sections)
+    print(f"wrote {html} and {n_figs} figures in {out}")
     return 0
+
+
+# -- any run: diagnostics recorded while training; a language model's hidden states over a text ---------------------
+def _other_run(args, out: Path, device, ckpt) -> int:
+    """RUN_DIR of a run other than 'rnnlab task': its diagnostics records (--diagnose-every) and, for a language
+    model, --text."""
+    from ..diagnose import report
+
+    where = Path(run_dir(ckpt))
+    records = read_records(where / "metrics.jsonl")
+    if args.text is None and not records:
+        raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a run of 'rnnlab task' (diagnose "
+                         "regenerates a batch of the run's task from its stored options), and its metrics.jsonl "
+                         "holds no diagnostics records; pass a run directory written by 'rnnlab task', a run trained "
+                         "with --diagnose-every N, a language model's run with --text, or no RUN_DIR to diagnose a "
+                         "fresh model")
+    what = f"{describe(ckpt.meta)} in {where}"
+    out.mkdir(parents=True, exist_ok=True)
+    sections, payload = [], {"what": what}
+    if args.text is not None:
+        section, payload["hidden_states"] = _hidden_section(args, out, device, ckpt)
+        sections.append(section)
+    if records:
+        sections.append(_training_section(report, records, out))
+        payload["training_records"] = len(records)
+    _write(out, "diagnostics.json", payload)
+    html = report.write_html(out / "report.html", f"rnnlab diagnose: {what}", sections)
+    print(f"diagnose: {what}")
+    for heading, text, *_ in sections:
+        print(f"\n== {heading} ==\n{text}")
+    n_figs = sum(len(sec[2]) for sec in sections)
+    print(f"\nwrote {html}" + (f" and {n_figs} figures" if n_figs else "") + f" in {out}")
+    return 0
+
+
+def _text_arg(text: str) -> tuple[str, str]:
+    """(the text, what it is) of --text: the file's content when the path is a file, else the string itself."""
+    path = Path(text)
+    try:
+        is_file = path.is_file()
+    except OSError:  # a string too long or odd to be a path: the text itself
+        is_file = False
+    if is_file:
+        try:
+            return read_text(path), str(path)
+        except DataError as exc:
+            raise UsageError(f"--text {exc}") from None
+    if not text:
+        raise UsageError("--text is empty; give a text file or the text itself")
+    return text, "the text given"
+
+
+def _hidden_section(args, out: Path, device, ckpt) -> tuple:
+    """(report section, JSON summary) of --text: the LM's states over the text, saved to the .npz and coloured."""
+    from ..diagnose.hidden import hidden_states, interesting_units, units_html
+
+    try:
+        model, vocab, _ = load_lm(ckpt.path, device=device)
+    except (CheckpointError, OSError, ValueError) as exc:
+        raise UsageError(f"--text needs a language model: RUN_DIR {' '.join(str(exc).split())}") from None
+    text, source = _text_arg(args.text)
+    try:
+        states = hidden_states(model, vocab, text)
+    except DataError as exc:
+        raise UsageError(f"--text {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        raise UsageError(f"--text: {' '.join(str(exc).split())}") from None
+    layer = states.layers - 1 if args.layer is None else args.layer
+    if layer >= states.layers:
+        raise UsageError(f"--layer {layer}: the model has {states.layers} layer(s), numbered from 0; give --layer "
+                         f"0 to {states.layers - 1}")
+    try:
+        states.values(args.show, layer)
+    except ValueError as exc:
+        raise UsageError(f"--show {args.show}: {exc}") from None
+    H = states.arrays[states.name("h", layer)].shape[1]
+    if args.units is not None and max(args.units) >= H:
+        raise UsageError(f"--units {','.join(map(str, args.units))}: the layer has {H} units, numbered 0 to {H - 1}")
+    chosen = args.units if args.units is not None else interesting_units(states, args.show, layer)
+    npz = states.save_npz(Path(args.npz) if args.npz else out / "states.npz")
+    block = units_html(states, args.show, layer, chosen)
+    how = "chosen" if args.units is not None else f"the {len(chosen)} with the largest variance over the text"
+    values = states.values(args.show, layer)
+    lines = [f"{len(states.tokens):,} {vocab.level} tokens of {source}; {states.cell} with {states.layers} "
+             f"layer(s) of {H} units", f"showing {args.show} of layer {layer}, units {how}:"]
+    for u in chosen:
+        col = values[:, u]
+        lines.append(f"  unit {u:>5}: mean {col.mean():+.3f}, from {col.min():+.3f} to {col.max():+.3f}, "
+                     f"variance {col.var():.3g}")
+    lines.append(f"every per-token state: {npz} ({', '.join(sorted(states.arrays))})")
+    summary = {"tokens": len(states.tokens), "layer": layer, "show": args.show, "units": chosen, "npz": str(npz)}
+    return ("hidden states over a text", "\n".join(lines), [], block), summary
+
+
+def _training_section(report, records: list, out: Path) -> tuple:
+    """The report section of the diagnostics recorded while training: a summary, training.png and one heatmap of
+    log10 ||dL/dh_t|| (training step x time step) per layer and direction."""
+    from ..diagnose.during import history, layer_label
+
+    steps = [r["step"] for r in records]
+    norms = [(r["grad_norm"], r["step"]) for r in records if r.get("grad_norm") is not None]
+    lines = [f"{len(records)} diagnostics records from metrics.jsonl, steps {steps[0]} to {steps[-1]}"]
+    if norms:
+        top = max(norms)
+        lines.append(f"pre-clip gradient norm: {norms[0][0]:.3g} at step {norms[0][1]}, {norms[-1][0]:.3g} at step "
+                     f"{norms[-1][1]}, largest {top[0]:.3g} (step {top[1]})")
+    latest = {}  # windows that grow (step 1, then 1..N) count once: the record that closes each
+    for r in records:
+        if r.get("clip_fraction") is not None:
+            latest[r.get("window_from", r["step"])] = (r["clip_fraction"], r.get("window_steps") or 0)
+    windows = list(latest.values())
+    total = sum(n for _, n in windows)
+    if total:
+        lines.append(f"updates clipped: {100 * sum(f * n for f, n in windows) / total:.1f}% of the {total} updates "
+                     "in the recorded windows")
+    last = records[-1]
+    for layer in last["layers"]:
+        name = layer_label(layer["module"], layer["layer"], layer["direction"])
+        first = next((x for r in records for x in r["layers"] if (x["module"], x["layer"], x["direction"])
+                      == (layer["module"], layer["layer"], layer["direction"])), layer)
+        parts = []
+        if (layer.get("spectral_norm") or {}).get("all") is not None:
+            parts.append(f"||W_hh||_2 {first['spectral_norm']['all']:.3g} -> {layer['spectral_norm']['all']:.3g}")
+        g = layer.get("grad_norms")
+        if g and g[0] and g[-1]:  # the first step this direction processes over the last one (reverse: t = 0)
+            ratio = g[-1] / g[0] if layer["direction"] else g[0] / g[-1]
+            parts.append(f"gradient at its first step / at its last step {ratio:.3g} at step {last['step']}")
+        sat = {k: v for k, v in (layer.get("saturation") or {}).items() if v is not None}
+        if sat:
+            parts.append("saturated " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in sat.items()))
+        lines.append(f"{name}: " + "; ".join(parts))
+    figs = [(report.plot_training(records, out / "training.png", title="diagnostics recorded while training"),
+             "pre-clip gradient norm, clip fraction, W_hh spectral norm and radius, gate saturation over training")]
+    hist = history(records)
+    for (name, layer, d), rows in hist.items():
+        suffix = "" if len(hist) == 1 else f"-{name}-l{layer}{'-rev' if d else ''}".replace(".", "_")
+        label = layer_label(name, layer, d)
+        path = report.plot_history(rows, out / f"history-training{suffix}.png",
+                                   title=f"log10 ||dL/dh_t|| of {label} over training")
+        figs.append((path, f"{label}: the gradient reaching each time step t (columns) of the batch at each "
+                           "recorded training step (rows); dark = small"))
+    return ("diagnostics recorded while training", "\n".join(lines), figs)

@@ -19,8 +19,9 @@ from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, evaluate_classification, \
     evaluate_per_step, evaluate_regression
 from ..train.trainer import OPTIMIZERS
-from .common import FAULT_FLAGS, add_fault_flags, cannot_change, engine_name, fit_with_stop_handler, holds_other_run, \
-    make_trainer, open_checkpoint, out_dir, refuse_existing_run, run_dir, torch_device, train_line, train_options
+from .common import DIAGNOSE_FLAGS, FAULT_FLAGS, add_diagnose_flags, add_fault_flags, cannot_change, engine_name, \
+    fit_with_stop_handler, holds_other_run, make_trainer, open_checkpoint, out_dir, refuse_existing_run, run_dir, \
+    torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
@@ -69,7 +70,7 @@ TASK_DEFAULTS = {
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes; and the
 # fault flags (common.FAULT_FLAGS), which say what a bad batch does, not what a good one computes.
 RESUMABLE = {"epochs", "max_steps", "max_minutes", "quiet", "threads", "log_every", "device", "out", "resume",
-             "data_dir", *FAULT_FLAGS}
+             "data_dir", *FAULT_FLAGS, *DIAGNOSE_FLAGS}
 
 EPILOG = """\
 examples:
@@ -184,7 +185,8 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), default=d["dropout"], metavar="P",
                    help="dropout between layers and before the head (default: %(default)s)")
     g.add_argument("--init", choices=INITS, default=d["init"], help="recurrent weights: torch.nn's default, "
-                   "orthogonal (Saxe et al.), or identity (IRNN, Le et al.; needs --cell rnn_relu or rnn_tanh) "
+                   "orthogonal (Saxe et al.), identity (IRNN, Le et al.; needs --cell rnn_relu or rnn_tanh), or chrono "
+                   "(LSTM forget/input-gate biases spread over the task's length, Tallec & Ollivier 2018) "
                    "(default: %(default)s)")
 
     g = p.add_argument_group("training")
@@ -204,6 +206,7 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--threads", type=int_range(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default: torch's)")
     add_fault_flags(g)  # default None: not given = TrainOptions' defaults (see common.train_options)
+    add_diagnose_flags(g)  # default None: off, and on --resume the run's own
 
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default=None, help="run directory for last/, best/ and metrics.jsonl "
@@ -229,6 +232,9 @@ def _check(args) -> None:
     if args.task == "copy" and args.max_delay is not None and args.max_delay < args.delay:
         raise UsageError(f"--max-delay {args.max_delay} is smaller than --delay {args.delay}; give --max-delay >= "
                          "--delay, or drop it for a fixed delay")
+    if args.init == "chrono" and args.cell != "lstm":
+        raise UsageError(f"--init chrono sets an LSTM's forget- and input-gate biases (Tallec & Ollivier 2018); got "
+                         f"--cell {args.cell}. Use --cell lstm with it")
     if args.init == "identity" and not args.cell.startswith("rnn_"):
         raise UsageError(f"--init identity is the IRNN initialisation of an Elman RNN; got --cell {args.cell}. Use "
                          "--cell rnn_relu with it (Le et al.), or --init orthogonal for LSTM/GRU")
@@ -242,11 +248,38 @@ def _eval_data(cls, size: int, seed: int, split: str, **kwargs):
     return cls(batch, n_batches, seed=seed, split=split, **kwargs)
 
 
+SOLVED_MSE = 0.04  # the adding problem counts as solved below this test MSE (Pascanu et al. 2013's criterion)
+
+
+def _adding_verdict(mse: float, baseline: float) -> str:
+    """Solved (below SOLVED_MSE), learning (clearly under the baseline: below 90% of it) or not (within 10% of it:
+    a model that predicts about 1 whatever the input, whose MSE moves around the baseline's with the sample)."""
+    if mse < SOLVED_MSE:
+        return f"solved (MSE < {SOLVED_MSE:g})"
+    if mse < 0.9 * baseline:
+        return f"beats the baseline, not yet solved (MSE < {SOLVED_MSE:g} counts as solved)"
+    return "no better than the baseline: the model predicts about the mean (train longer, or see 'rnnlab diagnose')"
+
+
+def _longest_dependency(a) -> int:
+    """The most steps a task's answer can depend back: the string (parity), the sequence (adding), delay and symbols
+    (copy), the image (mnist: 28 rows or 784 pixels)."""
+    if a.task == "parity":
+        return max(3, a.max_len)
+    if a.task == "adding":
+        return max(3, a.length)
+    if a.task == "copy":
+        return max(3, (a.max_delay if a.max_delay is not None else a.delay) + 2 * a.symbols + 1)
+    return 28 if a.mode == "row" else 784
+
+
 def _setup(args):
     """(train, valid, test data, model, trainer task) for the chosen task."""
     a, s = args, args.seed
     enc = {"cell": a.cell, "hidden": a.hidden, "layers": a.layers, "bidirectional": a.bidirectional,
            "dropout": a.dropout, "init": a.init}
+    if a.init == "chrono":  # the forget gates' time constants spread up to the task's longest dependency
+        enc["init_length"] = _longest_dependency(a)
     if a.task == "parity":
         train = Parity(a.batch_size, a.batches, min_len=a.min_len, max_len=a.max_len, seed=s)
         valid = _eval_data(Parity, a.valid_size, s, "valid", min_len=a.min_len, max_len=a.max_len)
@@ -385,8 +418,7 @@ def _report(args, model, test, weights: str, device) -> dict:
         m = evaluate_regression(model, test, baseline=1.0, device=device)
         print(f"test ({weights} weights): {m['n']} sequences of T = {args.length}: MSE {m['mse']:.4f}, MAE "
               f"{m['mae']:.4f}; always predicting 1: MSE {m['baseline_mse']:.4f} on the same sequences "
-              f"(expected {Adding.BASELINE_MSE:.3f})" + ("  -> beats the baseline" if m["mse"] < m["baseline_mse"]
-                                                         else "  -> no better than the baseline"))
+              f"(expected {Adding.BASELINE_MSE:.3f})  -> {_adding_verdict(m['mse'], m['baseline_mse'])}")
         return m
     if args.task == "mnist":
         m = evaluate_classification(model, test, device=device)

@@ -15,6 +15,7 @@ from ..models.lm import CELLS, build_model
 from ..train.lm import LM_KINDS, LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
 from ..train.compat import check_kind, check_vocab_fits
+from . import regularisation
 from . import train_classify
 from . import train_regress
 from . import train_seq2seq
@@ -61,6 +62,7 @@ DEFAULTS = {
     "stdlib_bytes": 400_000,  # ~10k lines of Python: several epochs in a minute, enough variety to not memorise
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop; on a GPU the layers run the pure-PyTorch loop
     "threads": None,
+    **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
 }
 # What --stdlib-demo changes when the flag is not given: a run that shows learning within a minute.
 DEMO = {"max_minutes": 1.0, "epochs": 100, "samples": 3, "lr": 3e-3, "log_every": 50}
@@ -79,6 +81,13 @@ examples:
       --lr-decay 0.5 --decay-start 4 --epochs 13 --out runs/ptb-small
                                                    Zaremba et al.'s small PTB model (their lr 1 and clip 5 on
                                                    the loss summed over 20 steps = lr 20, clip 0.25 on our mean)
+  rnnlab train lm --train ptb.train.txt --valid ptb.valid.txt --test ptb.test.txt --level word \\
+      --hidden 200 --layers 2 --tie --bptt 20 --batch-size 20 --optimizer sgd --lr 20 --clip-norm 0.25 \\
+      --lr-decay 0.5 --decay-start 4 --epochs 13 --weight-drop 0.2 --input-dropout 0.2 --locked-dropout 0.2 \\
+      --output-dropout 0.2 --out runs/ptb-tied-awd
+                                                   the same tied model with AWD-LSTM's regularisers (weight drop
+                                                   on W_hh, locked dropout) in place of --dropout; AWD-LSTM's own
+                                                   (larger) rates are in --help
   rnnlab train lm --train input.txt --level bpe --bpe-vocab 2000 --cell gru --tie --dropout 0.2
   rnnlab train lm --resume runs/ptb-small          continue a stopped run (same epoch, batch and RNG)
   rnnlab train ngram --train input.txt --level word --order 4 --direct
@@ -152,6 +161,8 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
     g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="embedding size" + _d("emb"))
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout on non-recurrent connections" + _d("dropout"))
+    if kind == "lm":
+        regularisation.add_flags(p, DEFAULTS)
 
     g = p.add_argument_group("batches")
     g.add_argument("--bptt", type=int_range(1, 100_000), metavar="T", help="time steps per chunk (truncated BPTT "
@@ -189,7 +200,7 @@ _FLAGS = ("train", "valid", "test", "level", "valid_fraction", "min_count", "max
           "random_bptt", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr", "momentum", "weight_decay",
           "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
           "max_steps", "device", "threads", "out", "resume", "log_every", "checkpoint_every", "samples",
-          "sample_tokens", "quiet")
+          "sample_tokens", "quiet", *regularisation.FLAGS)
 
 
 def _resolve(kind: str, given: dict) -> dict:
@@ -242,9 +253,13 @@ def _model_config(o: dict, vocab_size: int) -> dict:
     if o["kind"] == "ngram":
         return {"kind": "ngram", "vocab_size": vocab_size, "order": o["order"], "emb": o["emb"],
                 "hidden": o["hidden"], "direct": o["direct"], "dropout": o["dropout"]}
-    return {"kind": "rnn", "vocab_size": vocab_size, "cell": o["cell"], "layers": o["layers"], "hidden": o["hidden"],
-            "emb": None if o["one_hot"] else o["emb"], "dropout": o["dropout"], "tie": o["tie"],
-            "one_hot": o["one_hot"]}
+    config = {"kind": "rnn", "vocab_size": vocab_size, "cell": o["cell"], "layers": o["layers"],
+              "hidden": o["hidden"], "emb": None if o["one_hot"] else o["emb"], "dropout": o["dropout"],
+              "tie": o["tie"], "one_hot": o["one_hot"]}
+    options = regularisation.rnn_options(o)
+    if options:  # only when used: a plain run's config is as before
+        config["rnn_options"] = options
+    return config
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -369,6 +384,8 @@ def _describe(model) -> str:
     extras = [f"emb {model.emb}" if not c["one_hot"] else "one-hot input"]
     extras += ["tied"] if c["tie"] else []
     extras += [f"dropout {c['dropout']:g}"] if c["dropout"] else []
+    extras += [f"{k.replace('_', ' ')} {v if isinstance(v, list) else f'{v:g}'}"
+               for k, v in c.get("rnn_options", {}).items()]
     return f"{c['layers']} x rnnlab {c['cell'].upper()}({c['hidden']}) LM ({', '.join(extras)})"
 
 

@@ -22,6 +22,7 @@ from ..train.tagging import SentenceBatches
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
+from . import regularisation
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -54,6 +55,7 @@ DEFAULTS = {
     "max_minutes": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
+    **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -61,7 +63,7 @@ RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", 
 _FLAGS = ("train", "valid", "test", "format", "label_column", "text_column", "header", "lowercase", "min_count",
           "batch_size", "eval_batch_size", "emb", "cell", "hidden", "layers", "bidirectional", "pooling", "dropout",
           "init", "epochs", "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes",
-          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet")
+          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
 SST2 = "/work/shared/data/sst2/harvardnlp_stsa_binary"
 
 EPILOG = f"""\
@@ -129,6 +131,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="dropout between layers and before the output layer" + _d("dropout"))
     g.add_argument("--init", choices=INITS, help="recurrent weights: torch.nn's default, orthogonal, or identity "
                    "(IRNN; needs --cell rnn_relu or rnn_tanh)" + _d("init"))
+    regularisation.add_flags(p, DEFAULTS)
 
     add_training_group(p, DEFAULTS)
     add_output_group(p, DEFAULTS, default_out="runs/classify-<time>")
@@ -152,7 +155,8 @@ def _resolve(given: dict) -> dict:
 def _new_model(o: dict, vocab: TextVocab) -> SequenceClassifier:
     return SequenceClassifier(len(vocab.labels), vocab_size=len(vocab), emb=o["emb"], cell=o["cell"],
                               hidden=o["hidden"], layers=o["layers"], bidirectional=o["bidirectional"],
-                              pooling=o["pooling"], dropout=o["dropout"], init=o["init"])
+                              pooling=o["pooling"], dropout=o["dropout"], init=o["init"],
+                              rnn_options=regularisation.rnn_options(o) or None)
 
 
 def read_options(o: dict, spec: dict | None = None, text: str = "", name: str = "") -> dict:
@@ -285,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: emb {c['emb']} → {c['layers']} x rnnlab {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}"
-          f"({c['hidden']}) → {c['pooling']} pooling → {c['n_outputs']} classes, dropout {c['dropout']:g}; "
+          f"({c['hidden']}) → {c['pooling']} pooling → {c['n_outputs']} classes, dropout {c['dropout']:g}"
+          + "".join(f", {k.replace('_', ' ')} {v}" for k, v in c.get("rnn_options", {}).items()) + "; "
           f"{n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
     print(train_line(options, trainer, out, checkpoint, note=" (rates count sentences)"), flush=True)
 

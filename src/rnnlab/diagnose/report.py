@@ -3,11 +3,14 @@ measurement.
 
     plot_decay(runs, path)          ||dL/dh_(T-k)|| / ||dL/dh_T|| and ||ds_T/ds_(T-k)||_2 against k, per layer (log y)
     plot_history(history, path)     heatmap of log10 ||dL/dh_t||: training step (rows) x time step t (columns)
+    plot_training(records, path)    from diagnostics records written while training: the pre-clip gradient norm,
+                                    the clip fraction, W_hh's spectral norm and radius and the gate saturation
     plot_saturation(diag, path)     histograms of the gate values per layer and gate, saturated regions shaded
     plot_losses(curves, path)       training loss against update step, one line per run (log y)
     plot_attention(weights, src, tgt, path)   a seq2seq decoder's attention weights: output x source tokens
     plot_length_curves(curves, path)  accuracy against input length, one line per run (e.g. per attention kind)
-    write_html(path, title, sections)   the figures embedded as base64 PNG, the verdicts as text: one file
+    write_html(path, title, sections)   the figures embedded as base64 PNG, the verdicts as text, HTML blocks
+                                    (hidden states over a text): one file
 
 ``runs`` maps a name to a ``Diagnostics`` (``rnnlab.diagnose.measure``); one run or several side by side.
 matplotlib is an optional dependency (``pip install rnnlab[diagnose]``); ``MissingMatplotlib`` says so.
@@ -167,6 +170,80 @@ def plot_history(history, path, *, title: str | None = None) -> Path:
     return _save(fig, path)
 
 
+def _layer_name(layer: dict) -> str:
+    return f"{layer['module']} layer {layer['layer']}" + (" reverse" if layer["direction"] else "")
+
+
+def plot_training(records: list, path, *, title: str | None = None) -> Path:
+    """Four panels over training from diagnostics records (``rnnlab.diagnose.during``: one per recorded step):
+    the pre-clip global gradient norm (log y, clipped steps marked); the share of updates clipped in each record's
+    window (%); the spectral norm (solid) and spectral radius (dashed) of each layer's whole W_hh — the radius is the
+    largest |eigenvalue| of each gate's block; and the saturated share of each gate type (%), per layer."""
+    records = [r for r in records if r.get("layers") is not None]
+    if not records:
+        raise ValueError("no diagnostics records: train with --diagnose-every N to write them")
+    fig = _figure(WIDTH, 7.4)
+    (ax_g, ax_c), (ax_s, ax_t) = fig.subplots(2, 2)
+    steps = [r["step"] for r in records]
+    norms = _positive([r.get("grad_norm") if r.get("grad_norm") is not None else float("nan") for r in records])
+    ax_g.plot(steps, norms, color=COLORS[0], lw=1.6, marker="o", ms=3, label="pre-clip norm")
+    hit = [(s, n) for s, n, r in zip(steps, norms, records) if r.get("clipped")]
+    if hit:
+        ax_g.plot(*zip(*hit), ls="none", marker="x", color=COLORS[1], ms=7, label="clipped at this step")
+    _log_axis(ax_g, [norms], "gradient norm")
+    ax_g.set_ylabel("global gradient norm (before clipping)")
+    ax_g.set_title("gradient norm at the recorded steps")
+    ax_g.legend(fontsize=9)
+    fr = [(r["step"], 100.0 * r["clip_fraction"]) for r in records if r.get("clip_fraction") is not None]
+    if fr:
+        ax_c.plot(*zip(*fr), color=COLORS[1], lw=1.6, marker="o", ms=3)
+    ax_c.set_ylim(-3, 103)
+    ax_c.set_ylabel("updates clipped (%)")
+    ax_c.set_title("clip fraction since the previous record")
+    keys = []
+    for r in records:
+        for layer in r["layers"]:
+            k = (layer["module"], layer["layer"], layer["direction"])
+            if k not in keys:
+                keys.append(k)
+    sat_lines = 0
+    for i, key in enumerate(keys):
+        color = COLORS[i % len(COLORS)]
+        rows = [(r["step"], layer) for r in records for layer in r["layers"]
+                if (layer["module"], layer["layer"], layer["direction"]) == key]
+        name = _layer_name(rows[0][1])
+        xs = [s for s, _ in rows]
+        norm_all = [(layer.get("spectral_norm") or {}).get("all") for _, layer in rows]
+        radius = [max((v for v in (layer.get("spectral_radius") or {}).values() if v is not None), default=None)
+                  for _, layer in rows]
+        ax_s.plot(xs, [float("nan") if v is None else v for v in norm_all], color=color, lw=1.6,
+                  label=f"{name}: ||W_hh||_2")
+        ax_s.plot(xs, [float("nan") if v is None else v for v in radius], color=color, lw=1.4, ls="--",
+                  label=f"{name}: max spectral radius of a gate block")
+        gates = list((rows[0][1].get("saturation") or {}))
+        styles = ("-", "--", ":", "-.")
+        for j, g in enumerate(gates):
+            ys = [(layer.get("saturation") or {}).get(g) for _, layer in rows]
+            ax_t.plot(xs, [float("nan") if v is None else 100.0 * v for v in ys], color=color,
+                      ls=styles[j % len(styles)], lw=1.4, label=f"{name}: {g}")
+            sat_lines += 1
+    ax_s.axhline(1.0, color="0.3", ls=":", lw=1)
+    ax_s.set_ylabel("spectral norm / radius")
+    ax_s.set_title("recurrent weights W_hh (dotted: 1)")
+    ax_s.legend(fontsize=8)
+    ax_t.set_ylim(-3, 103)
+    ax_t.set_ylabel("saturated gate values (%)")
+    ax_t.set_title(f"gate saturation (sigmoid < {SIGMOID_LOW} or > {SIGMOID_HIGH}; |tanh| > {TANH_HIGH})")
+    if sat_lines:
+        ax_t.legend(fontsize=8, ncol=2 if sat_lines > 4 else 1)
+    for ax in (ax_g, ax_c, ax_s, ax_t):
+        ax.set_xlabel("training step (updates)")
+        ax.grid(True, which="major", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 _SAT_SPANS = {"sigmoid": ((0.0, SIGMOID_LOW), (SIGMOID_HIGH, 1.0)), "tanh": ((-1.0, -TANH_HIGH), (TANH_HIGH, 1.0))}
 _RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 
@@ -252,8 +329,9 @@ def _img(path: Path, caption: str) -> str:
 
 def write_html(path, title: str, sections: list, *, intro: str = "") -> Path:
     """One self-contained HTML file: a title, an optional intro paragraph, then each section ``(heading, text,
-    figures)`` — ``text`` shown preformatted (a verdict), ``figures`` a list of (PNG path, caption) embedded as
-    base64 data URIs, so the file needs nothing beside it."""
+    figures)`` or ``(heading, text, figures, block)`` — ``text`` shown preformatted (a verdict), ``figures`` a list
+    of (PNG path, caption) embedded as base64 data URIs, so the file needs nothing beside it; ``block``: HTML put in
+    as it is, after the figures (e.g. ``hidden.units_html``: build it from escaped text only)."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;"
              "color:#222}pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;font-size:13px}"
@@ -261,12 +339,13 @@ def write_html(path, title: str, sections: list, *, intro: str = "") -> Path:
              "figcaption{color:#555;font-size:14px}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     if intro:
         parts.append(f"<p>{html.escape(intro)}</p>")
-    for heading, text, figures in sections:
+    for heading, text, figures, *block in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if text:
             parts.append(f"<pre>{html.escape(text)}</pre>")
         for fig_path, caption in figures or ():
             parts.append(_img(fig_path, caption))
+        parts.extend(b for b in block if b)
     parts.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

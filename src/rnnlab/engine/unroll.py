@@ -17,9 +17,27 @@ Modes: 0 Elman tanh, 1 Elman ReLU, 2 LSTM, 3 GRU. Tensors use torch.nn's gate la
 Interface (shared with the C++ backend)::
 
     forward(mode, x (N, I), batch_sizes (T,) int64 cpu, h0 (B, H), c0 (B, H) | empty, w_ih, w_hh,
-            b_ih | empty, b_hh | empty, reverse, save) -> [out (N, H), h_n, c_n | empty, *saved]
+            b_ih | empty, b_hh | empty, reverse, save,
+            rec_mask (B, H) | empty, zone_h (N, H) | empty, zone_c (N, H) | empty)
+            -> [out (N, H), h_n, c_n | empty, *saved]
     backward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, saved, grad_out (N, H),
-             grad_hn (B, H), grad_cn | empty, probe) -> [dx, dh0, dc0 | empty, dw_ih, dw_hh, db_ih, db_hh, norms | empty]
+             grad_hn (B, H), grad_cn | empty, probe, rec_mask, zone_h, zone_c)
+             -> [dx, dh0, dc0 | empty, dw_ih, dw_hh, db_ih, db_hh, norms | empty]
+
+The three trailing tensors are optional (left out or empty: off) and are the same in forward and backward; they are
+constants, not differentiated. With (h̃_t, c̃_t) = cell(x_t, h_{t-1}, c_{t-1}) the cell's ordinary step:
+
+- ``rec_mask`` m, variational dropout on the recurrent state (Gal & Ghahramani 2016, "A Theoretically Grounded
+  Application of Dropout in Recurrent Neural Networks"): the h_{t-1} that enters W_hh is ``h_{t-1} ⊙ m[b]``, one
+  row of m per sequence b, the same at every step (the caller draws m = Bernoulli(1-p)/(1-p)). Only the W_hh
+  product sees it (the GRU's ``z ⊙ h_{t-1}`` term keeps the undropped state), so backward multiplies the part of
+  dL/dh_{t-1} that came through W_hh by m, and dW_hh = Σ_t δa_t^T (h_{t-1} ⊙ m).
+- ``zone_h`` / ``zone_c`` d, zoneout (Krueger et al. 2016, "Zoneout: Regularizing RNNs by Randomly Preserving
+  Hidden Activations"): ``h_t = d_t ⊙ h_{t-1} + (1 - d_t) ⊙ h̃_t`` and, for the LSTM, ``c_t = d^c_t ⊙ c_{t-1} +
+  (1 - d^c_t) ⊙ c̃_t`` (h̃_t = o ⊙ tanh(c̃_t) reads the un-zoned c̃_t: the cell is a black box, as in the
+  paper), one row of d per row of x. Training passes Bernoulli(p) draws, evaluation the constant p (the
+  expectation). The state and the output are the zoned h_t. Backward: δh̃ = (1 - d) ⊙ δh_t into the cell,
+  d ⊙ δh_t straight to h_{t-1} (and the same for c).
 
 ``norms[t]`` (probe=True) is the Frobenius norm, over the sequences active at step t, of the total gradient
 dL/dh_t — the gradient from the output at t plus the one flowing back from the next processed step — which is what
@@ -51,10 +69,29 @@ def _opt(t: Tensor) -> Tensor | None:
     return t if t.numel() > 0 else None
 
 
-def forward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save):
+def _optional(t: Tensor | None) -> Tensor | None:
+    """An optional trailing tensor: None or empty means off."""
+    return t if t is not None and t.numel() > 0 else None
+
+
+def _check_options(cell, m, zh, zc, state_shape, rows_shape) -> None:
+    if m is not None and m.shape != state_shape:
+        raise ValueError(f"rec_mask must have h0's shape {tuple(state_shape)} (one row per sequence); "
+                         f"got {tuple(m.shape)}")
+    for name, z in (("zone_h", zh), ("zone_c", zc)):
+        if z is not None and z.shape != rows_shape:
+            raise ValueError(f"{name} must have shape {tuple(rows_shape)} (one row per row of x); got {tuple(z.shape)}")
+    if zc is not None and not cell.HAS_CELL_STATE:
+        raise ValueError("zone_c zones out the LSTM's cell state; this cell has none. Pass an empty tensor")
+
+
+def forward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, rec_mask=None, zone_h=None,
+            zone_c=None):
     cell, opts = _CELL[mode], _OPTS[mode]
     b_ih, b_hh = _opt(b_ih), _opt(b_hh)
+    m, zh, zc = _optional(rec_mask), _optional(zone_h), _optional(zone_c)
     N, H = x.shape[0], w_hh.shape[1]
+    _check_options(cell, m, zh, zc, h0.shape, (N, H))
     gi = torch.addmm(b_ih, x, w_ih.t()) if b_ih is not None else x @ w_ih.t()  # (N, G*H): all steps, one GEMM
     state = [h0.clone()] + ([c0.clone()] if cell.HAS_CELL_STATE else [])  # each (B, H); rows advance in place
     out = x.new_empty(N, H)
@@ -62,14 +99,18 @@ def forward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save)
     for t, row, bs in _steps(batch_sizes, reverse):
         rows = slice(row, row + bs)
         prev = tuple(s[:bs] for s in state)  # each (bs, H)
-        new, step_saved = cell.forward(gi[rows], prev, w_hh, b_hh, **opts)
+        h_rec = prev[0] * m[:bs] if m is not None else None  # (bs, H): the h_{t-1} that enters W_hh
+        new, step_saved = cell.forward(gi[rows], prev, w_hh, b_hh, **opts, h_rec=h_rec)
+        if zh is not None or zc is not None:  # zoneout: h_t = d h_{t-1} + (1 - d) h~_t, the same for c
+            new = tuple(n if d is None else n + d[rows] * (p - n) for n, p, d in zip(new, prev, (zh, zc)))
         if save:
             if saved is None:  # one (N, w) buffer per saved tensor, filled step by step
                 saved = [x.new_empty(N, s.shape[1]) for s in step_saved]
                 h_prev_rows = x.new_empty(N, H)
             for buf, s in zip(saved, step_saved):
                 buf[rows] = s
-            h_prev_rows[rows] = prev[0]  # for dW_hh = sum_t dgh_t^T h_{t-1}, one GEMM after backward's loop
+            # for dW_hh = sum_t dgh_t^T h_{t-1} (⊙ m), one GEMM after backward's loop
+            h_prev_rows[rows] = prev[0] if h_rec is None else h_rec
         for s, n in zip(state, new):
             s[:bs] = n
         out[rows] = new[0]
@@ -77,8 +118,11 @@ def forward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save)
     return [out, state[0], c_n] + ([h_prev_rows] + saved if save else [])
 
 
-def backward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, saved, grad_out, grad_hn, grad_cn, probe):
+def backward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, saved, grad_out, grad_hn, grad_cn, probe,
+             rec_mask=None, zone_h=None, zone_c=None):
     cell, opts = _CELL[mode], _OPTS[mode]
+    m, zh, zc = _optional(rec_mask), _optional(zone_h), _optional(zone_c)
+    _check_options(cell, m, zh, zc, h0.shape, (x.shape[0], w_hh.shape[1]))
     h_prev_rows, saved = saved[0], saved[1:]
     G = w_hh.shape[0] // w_hh.shape[1]
     N = x.shape[0]
@@ -86,12 +130,18 @@ def backward(mode, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save
     dgi = x.new_empty(N, G * w_hh.shape[1])  # dL/d(gate pre-activation), input side
     dgh = dgi if mode != GRU else torch.empty_like(dgi)  # recurrent side: differs only for the GRU's n gate
     norms = x.new_zeros(len(batch_sizes)) if probe else x.new_empty(0)
+    zones = (zh, zc)[:len(dstate)]
     for t, row, bs in reversed(_steps(batch_sizes, reverse)):
         rows = slice(row, row + bs)
         dstate[0][:bs] += grad_out[rows]  # dL/dh_t = from the output at t + from step t+1 (already in dstate)
         if probe:
             norms[t] = torch.linalg.vector_norm(dstate[0][:bs])
-        dgi_t, dgh_t, dprev = cell.backward(tuple(d[:bs] for d in dstate), tuple(s[rows] for s in saved), w_hh, **opts)
+        dnow = tuple(d[:bs] for d in dstate)  # each (bs, H): dL/dh_t (, dL/dc_t)
+        # zoneout: the cell's output h~_t gets (1 - d) of dL/dh_t, h_{t-1} gets d of it directly (same for c)
+        dcell = tuple(dn if z is None else dn * (1 - z[rows]) for dn, z in zip(dnow, zones))
+        dgi_t, dgh_t, dprev = cell.backward(dcell, tuple(s[rows] for s in saved), w_hh, **opts,
+                                            rec_mask=None if m is None else m[:bs])
+        dprev = tuple(dp if z is None else dp + z[rows] * dn for dp, dn, z in zip(dprev, dnow, zones))
         dgi[rows] = dgi_t
         if mode == GRU:
             dgh[rows] = dgh_t

@@ -24,12 +24,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import init as rnn_init
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, check_rnn_options
 from .lm import CELLS  # the same four cells as the language model
 
 POOLINGS = ("last", "mean", "max")
 TASKS = ("classify", "regress")
-INITS = ("default", "orthogonal", "identity")
+INITS = ("default", "orthogonal", "identity", "chrono")
 
 
 def _check_int(name: str, value, lo: int = 1, fix: str = "") -> int:
@@ -48,8 +48,10 @@ class _Encoder(nn.Module):
     """Input stage and recurrent stack shared by the classifier and the tagger."""
 
     def __init__(self, *, vocab_size: int | None, input_size: int | None, one_hot: bool, emb: int | None,
-                 cell: str, hidden: int, layers: int, bidirectional: bool, dropout: float, init: str) -> None:
+                 cell: str, hidden: int, layers: int, bidirectional: bool, dropout: float, init: str,
+                 rnn_options: dict | None = None, init_length: int | None = None) -> None:
         super().__init__()
+        self.rnn_options = check_rnn_options(rnn_options)
         if (vocab_size is None) == (input_size is None):
             raise ValueError(f"give exactly one of vocab_size (token ids in) and input_size (real-valued features "
                              f"in); got vocab_size={vocab_size!r}, input_size={input_size!r}")
@@ -75,6 +77,11 @@ class _Encoder(nn.Module):
         if init == "identity" and not cell.startswith("rnn_"):
             raise ValueError(f"init='identity' is the IRNN initialisation (Le et al. 2015) of an Elman RNN; got "
                              f"cell={cell!r}. Use cell='rnn_relu' with it, or init='orthogonal' for LSTM/GRU")
+        if init == "chrono" and cell != "lstm":
+            raise ValueError(f"init='chrono' (Tallec & Ollivier 2018) sets an LSTM's forget- and input-gate biases; got "
+                             f"cell={cell!r}. Use cell='lstm' with it")
+        self.init_length = _check_int("init_length", init_length, 3, "init='chrono' needs the longest dependency "
+                                      "in steps, e.g. the sequence length") if init == "chrono" else None
         if self.vocab_size is not None and not self.one_hot:
             self.emb = _check_int("emb", hidden if emb is None else emb)  # None: as hidden, as RecurrentLM does
             self.embedding = nn.Embedding(self.vocab_size, self.emb)
@@ -83,7 +90,7 @@ class _Encoder(nn.Module):
             self.embedding = None
         rnn_in = self.input_size if self.input_size is not None else (self.emb or self.vocab_size)
         kwargs = {"num_layers": self.layers, "batch_first": True, "dropout": self.dropout,
-                  "bidirectional": self.bidirectional}
+                  "bidirectional": self.bidirectional, **self.rnn_options}
         if cell == "lstm":
             self.rnn = LSTM(rnn_in, hidden, **kwargs)
         elif cell == "gru":
@@ -94,13 +101,20 @@ class _Encoder(nn.Module):
             rnn_init.orthogonal_(self.rnn)
         elif init == "identity":
             rnn_init.identity_(self.rnn)
+        elif init == "chrono":
+            rnn_init.chrono_(self.rnn, self.init_length)
         self.drop = nn.Dropout(self.dropout)
         self.features = hidden * (2 if self.bidirectional else 1)  # D*H: what the head reads
 
     def _encoder_config(self) -> dict:
-        return {"vocab_size": self.vocab_size, "input_size": self.input_size, "one_hot": self.one_hot,
-                "emb": self.emb, "cell": self.cell, "hidden": self.hidden, "layers": self.layers,
-                "bidirectional": self.bidirectional, "dropout": self.dropout, "init": self.init}
+        config = {"vocab_size": self.vocab_size, "input_size": self.input_size, "one_hot": self.one_hot,
+                  "emb": self.emb, "cell": self.cell, "hidden": self.hidden, "layers": self.layers,
+                  "bidirectional": self.bidirectional, "dropout": self.dropout, "init": self.init}
+        if self.init_length is not None:
+            config["init_length"] = self.init_length
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+            config["rnn_options"] = dict(self.rnn_options)
+        return config
 
     def _inputs(self, x: Tensor) -> Tensor:
         if self.input_size is not None:
@@ -152,7 +166,9 @@ class SequenceClassifier(_Encoder):
     Pooling of the last layer's outputs over the valid steps: ``last`` (the forward direction's state at the last
     valid step, concatenated with the backward direction's state at step 0 when bidirectional), ``mean`` or
     ``max``. Then dropout and a linear head: logits for ``task="classify"`` (``n_outputs`` classes), values for
-    ``task="regress"`` (``n_outputs`` numbers, no activation).
+    ``task="regress"`` (``n_outputs`` numbers, no activation). ``rnn_options``: the recurrent layers' regularisation
+    keywords (``rnnlab.layers``: weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout,
+    zoneout).
     """
 
     def __init__(self, n_outputs: int, *, vocab_size: int | None = None, input_size: int | None = None,
@@ -165,9 +181,12 @@ class SequenceClassifier(_Encoder):
                  pooling: str = "last",  # the classic many-to-one readout: the state after the whole sequence
                  dropout: float = 0.0,  # generated data never repeats, so nothing to regularise against
                  task: str = "classify",
-                 init: str = "default") -> None:  # torch.nn's uniform init; 'identity' makes an IRNN
+                 init: str = "default",  # torch.nn's uniform init; 'identity' makes an IRNN
+                 rnn_options: dict | None = None,  # None: the plain layers
+                 init_length: int | None = None) -> None:  # init='chrono' only: the longest dependency, in steps
         super().__init__(vocab_size=vocab_size, input_size=input_size, one_hot=one_hot, emb=emb, cell=cell,
-                         hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init)
+                         hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init,
+                         rnn_options=rnn_options, init_length=init_length)
         self.task = _check_choice("task", task, TASKS)
         self.n_outputs = _check_int("n_outputs", n_outputs, 2 if task == "classify" else 1,
                                     "A classifier needs at least two classes" if task == "classify" else "")
@@ -213,10 +232,11 @@ class SequenceTagger(_Encoder):
     def __init__(self, n_outputs: int, *, vocab_size: int | None = None, input_size: int | None = None,
                  one_hot: bool = False, emb: int | None = None, cell: str = "lstm", hidden: int = 128,
                  layers: int = 1, bidirectional: bool = False, dropout: float = 0.0, init: str = "default",
-                 task: str = "classify") -> None:
+                 task: str = "classify", rnn_options: dict | None = None, init_length: int | None = None) -> None:
         # The defaults and their reasons are SequenceClassifier's.
         super().__init__(vocab_size=vocab_size, input_size=input_size, one_hot=one_hot, emb=emb, cell=cell,
-                         hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init)
+                         hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init,
+                         rnn_options=rnn_options, init_length=init_length)
         self.task = _check_choice("task", task, TASKS)
         self.n_outputs = _check_int("n_outputs", n_outputs, 2 if task == "classify" else 1,
                                     "The per-step head classifies; give at least two classes" if task == "classify"

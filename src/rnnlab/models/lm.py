@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, check_rnn_options
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
@@ -46,6 +46,12 @@ class RecurrentLM(nn.Module):
 
     ``tie`` shares the embedding matrix with the decoder (Press & Wolf 2017; Inan et al. 2017): it needs
     ``emb == hidden``, since the decoder maps hidden vectors into the embedding's rows.
+
+    ``rnn_options`` are the recurrent layers' regularisation keywords (``rnnlab.layers``: weight_drop,
+    input_dropout, locked_dropout, output_dropout, recurrent_dropout, zoneout), e.g. AWD-LSTM's PTB recipe
+    (Merity et al. 2017) ``{"weight_drop": 0.5, "input_dropout": 0.4, "locked_dropout": 0.25,
+    "output_dropout": 0.4}`` with ``dropout=0`` — the locked dropouts take the places of ``dropout``'s three
+    (embedding, between layers, before the decoder).
     """
 
     def __init__(self, vocab_size: int, *, cell: str = "lstm", layers: int = 1,
@@ -53,9 +59,11 @@ class RecurrentLM(nn.Module):
                  hidden: int = 256,
                  emb: int | None = None,  # None: the same as hidden, so that tie=True works without another option
                  dropout: float = 0.0,  # 0: small models on small data barely overfit; raise it (0.2-0.5) for PTB
-                 tie: bool = False, one_hot: bool = False) -> None:
+                 tie: bool = False, one_hot: bool = False,
+                 rnn_options: dict | None = None) -> None:  # None: the plain layers
         super().__init__()
         self.vocab_size = _check_int("vocab_size", vocab_size)
+        self.rnn_options = check_rnn_options(rnn_options)
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
         self.cell, self.layers = cell, _check_int("layers", layers)
@@ -76,12 +84,13 @@ class RecurrentLM(nn.Module):
                              "or drop tie")
         self.encoder = None if one_hot else nn.Embedding(vocab_size, self.emb)
         self.drop = nn.Dropout(self.dropout)
+        ro = self.rnn_options
         if cell == "lstm":
-            self.rnn = LSTM(self.emb, hidden, layers, dropout=self.dropout)
+            self.rnn = LSTM(self.emb, hidden, layers, dropout=self.dropout, **ro)
         elif cell == "gru":
-            self.rnn = GRU(self.emb, hidden, layers, dropout=self.dropout)
+            self.rnn = GRU(self.emb, hidden, layers, dropout=self.dropout, **ro)
         else:
-            self.rnn = RNN(self.emb, hidden, layers, nonlinearity=cell[4:], dropout=self.dropout)
+            self.rnn = RNN(self.emb, hidden, layers, nonlinearity=cell[4:], dropout=self.dropout, **ro)
         self.decoder = nn.Linear(hidden, vocab_size)
         self._init_weights()
         if tie:
@@ -97,9 +106,12 @@ class RecurrentLM(nn.Module):
 
     @property
     def config(self) -> dict:
-        return {"kind": "rnn", "vocab_size": self.vocab_size, "cell": self.cell, "layers": self.layers,
-                "hidden": self.hidden, "emb": None if self.one_hot else self.emb, "dropout": self.dropout,
-                "tie": self.tie, "one_hot": self.one_hot}
+        config = {"kind": "rnn", "vocab_size": self.vocab_size, "cell": self.cell, "layers": self.layers,
+                  "hidden": self.hidden, "emb": None if self.one_hot else self.emb, "dropout": self.dropout,
+                  "tie": self.tie, "one_hot": self.one_hot}
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+            config["rnn_options"] = dict(self.rnn_options)
+        return config
 
     def init_state(self, batch_size: int, device=None):
         """Zeros: (h, c) for an LSTM, h otherwise; each (layers, B, hidden)."""

@@ -45,6 +45,12 @@ step ⊕ backward direction after step 0, per layer). Decoder layer l takes enco
 same depth, else every decoder layer takes the encoder's top layer. When D*H_e equals H_d the states pass through;
 otherwise a linear map: h_0 = tanh(W_h h_enc + b_h) (Bahdanau et al.'s s_0 = tanh(W_s h←_1)), c_0 = W_c' c_enc + b.
 
+Recurrent regularisation: ``rnn_options`` (weight_drop, input_dropout, locked_dropout, output_dropout,
+recurrent_dropout, zoneout; see ``rnnlab.layers``) go to the encoder's and the decoder's layers alike. Their masks
+are drawn per call of a layer, so when the decoder runs step-wise (input feeding, scheduled sampling) the
+"same mask at every step" of weight_drop, recurrent_dropout and the locked dropouts holds within one step only: each
+target step draws afresh. The one-call decoder (the default) keeps them for the whole target.
+
 Scheduled sampling (Bengio et al. 2015): in training, with probability ``sampling_prob`` per sequence and step, the
 decoder reads its own previous most likely token (argmax of the previous step's logits, no gradient through the
 choice) instead of the true y_{t-1}. Any ``sampling_prob`` > 0 makes the decoder run step-wise.
@@ -66,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, check_rnn_options
 from .lm import CELLS
 
 ATTENTIONS = ("none", "additive", "multiplicative")
@@ -94,9 +100,10 @@ def _check_prob(name: str, value, hi_open: bool = True) -> float:
     return float(value)
 
 
-def _rnn(cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, dropout: float) -> nn.Module:
+def _rnn(cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, dropout: float,
+         rnn_options: dict) -> nn.Module:
     kwargs = {"num_layers": layers, "batch_first": True, "dropout": dropout if layers > 1 else 0.0,
-              "bidirectional": bidirectional}
+              "bidirectional": bidirectional, **rnn_options}
     if cell == "lstm":
         return LSTM(input_size, hidden, **kwargs)
     if cell == "gru":
@@ -171,7 +178,8 @@ class _DecoderModel(nn.Module):
 
     def _init_decoder(self, tgt_vocab: int, *, emb: int, cell: str, dec_hidden: int, dec_layers: int,
                       attention: str, attn_size: int | None, input_feeding: bool, dropout: float, memory_size: int,
-                      pad_id: int, bos_id: int, eos_id: int) -> None:
+                      pad_id: int, bos_id: int, eos_id: int, rnn_options: dict | None = None) -> None:
+        self.rnn_options = check_rnn_options(rnn_options)
         self.tgt_vocab = _check_int("tgt_vocab", tgt_vocab, 4, "The target vocabulary holds at least the four "
                                     "specials <pad> <unk> <bos> <eos>")
         self.emb = _check_int("emb", emb)
@@ -190,7 +198,7 @@ class _DecoderModel(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.tgt_embedding = nn.Embedding(tgt_vocab, emb)
         self.decoder = _rnn(cell, emb + (dec_hidden if self.input_feeding else 0), dec_hidden, dec_layers, False,
-                            self.dropout)
+                            self.dropout, self.rnn_options)
         if attention != "none":
             self.attn_size = _check_int("attn_size", dec_hidden if attn_size is None else attn_size)
             self.attention = Attention(attention, dec_hidden, memory_size, self.attn_size)
@@ -204,10 +212,13 @@ class _DecoderModel(nn.Module):
         self.last_attention: Tensor | None = None
 
     def _decoder_config(self) -> dict:
-        return {"tgt_vocab": self.tgt_vocab, "emb": self.emb, "cell": self.cell, "dec_hidden": self.dec_hidden,
-                "dec_layers": self.dec_layers, "attention": self.attention_kind, "attn_size": self.attn_size,
-                "input_feeding": self.input_feeding, "dropout": self.dropout, "pad_id": self.pad_id,
-                "bos_id": self.bos_id, "eos_id": self.eos_id}
+        config = {"tgt_vocab": self.tgt_vocab, "emb": self.emb, "cell": self.cell, "dec_hidden": self.dec_hidden,
+                  "dec_layers": self.dec_layers, "attention": self.attention_kind, "attn_size": self.attn_size,
+                  "input_feeding": self.input_feeding, "dropout": self.dropout, "pad_id": self.pad_id,
+                  "bos_id": self.bos_id, "eos_id": self.eos_id}
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+            config["rnn_options"] = dict(self.rnn_options)
+        return config
 
     @property
     def _is_lstm(self) -> bool:
@@ -416,7 +427,8 @@ class Seq2Seq(_DecoderModel):
                  attn_size: int | None = None,  # additive scores' inner size A; None: dec_hidden
                  input_feeding: bool = False,  # off: the decoder runs in one call (see the module doc)
                  dropout: float = 0.0,  # generated data never repeats, so nothing to regularise against
-                 pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> None:
+                 pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                 rnn_options: dict | None = None) -> None:  # None: the plain layers (encoder and decoder)
         super().__init__()
         self.src_vocab = _check_int("src_vocab", src_vocab, 2, "The source vocabulary holds at least <pad> and "
                                     "one symbol")
@@ -429,9 +441,11 @@ class Seq2Seq(_DecoderModel):
         self.memory_size = D * self.hidden  # M
         self._init_decoder(tgt_vocab, emb=emb, cell=cell, dec_hidden=dec_hidden, dec_layers=dec_layers,
                            attention=attention, attn_size=attn_size, input_feeding=input_feeding, dropout=dropout,
-                           memory_size=self.memory_size, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+                           memory_size=self.memory_size, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id,
+                           rnn_options=rnn_options)
         self.src_embedding = nn.Embedding(self.src_vocab, self.emb)
-        self.encoder = _rnn(self.cell, self.emb, self.hidden, self.layers, self.bidirectional, self.dropout)
+        self.encoder = _rnn(self.cell, self.emb, self.hidden, self.layers, self.bidirectional, self.dropout,
+                            self.rnn_options)
         if self.memory_size != self.dec_hidden:
             self.bridge_h = nn.Linear(self.memory_size, self.dec_hidden)  # W_h, b_h
             self.bridge_c = nn.Linear(self.memory_size, self.dec_hidden) if self._is_lstm else None
@@ -497,13 +511,14 @@ class ConditionalDecoder(_DecoderModel):
     def __init__(self, tgt_vocab: int, *, n_conditions: int | None = None,
                  cond_size: int = 32,  # the condition's vector: a label embedding needs few dimensions
                  emb: int = 64, cell: str = "lstm", dec_hidden: int = 128, dec_layers: int = 1,  # as Seq2Seq's
-                 dropout: float = 0.0, pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> None:
+                 dropout: float = 0.0, pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                 rnn_options: dict | None = None) -> None:  # None: the plain decoder layers
         super().__init__()
         self.n_conditions = None if n_conditions is None else _check_int("n_conditions", n_conditions)
         self.cond_size = _check_int("cond_size", cond_size)
         self._init_decoder(tgt_vocab, emb=emb, cell=cell, dec_hidden=dec_hidden, dec_layers=dec_layers,
                            attention="none", attn_size=None, input_feeding=False, dropout=dropout, memory_size=0,
-                           pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+                           pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, rnn_options=rnn_options)
         self.cond_embedding = nn.Embedding(self.n_conditions, self.cond_size) if self.n_conditions else None
         self.init_h = nn.Linear(self.cond_size, self.dec_layers * self.dec_hidden)  # W_h, b_h for every layer
         self.init_c = nn.Linear(self.cond_size, self.dec_layers * self.dec_hidden) if self._is_lstm else None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..layers import GRU, LSTM
+from ..layers import GRU, LSTM, check_rnn_options
 
 CELLS = ("lstm", "gru")
 _RNN = {"lstm": LSTM, "gru": GRU}
@@ -54,6 +54,8 @@ class BiRNNTagger(nn.Module):
     the same). ``word_dropout`` replaces each training word by ``<unk>`` with that probability (its characters
     stay), so the ``<unk>`` embedding is trained in the contexts unknown words appear in (Kiperwasser & Goldberg
     2016). ``pad_id`` / ``unk_id`` are the word vocabulary's; character id 0 is the characters' padding.
+    ``rnn_options``: the sentence-level recurrent layers' regularisation keywords (``rnnlab.layers``: weight_drop,
+    input_dropout, locked_dropout, output_dropout, recurrent_dropout, zoneout); the character layer stays plain.
     """
 
     def __init__(self, num_words: int, num_chars: int, num_tags: int, *,
@@ -66,8 +68,10 @@ class BiRNNTagger(nn.Module):
                  cell: str = "lstm",
                  dropout: float = 0.33,  # Dozat & Manning's tagger/parser rate; POS data overfits quickly
                  word_dropout: float = 0.0,  # off: the plain model; 0.05-0.25 helps unknown words a little
-                 pad_id: int = 0, unk_id: int = 1) -> None:
+                 pad_id: int = 0, unk_id: int = 1,
+                 rnn_options: dict | None = None) -> None:  # None: the plain layers
         super().__init__()
+        self.rnn_options = check_rnn_options(rnn_options)
         self.num_words = _check_int("num_words", num_words, 2, " (the vocabulary has <pad> and <unk> at least)")
         self.num_chars = _check_int("num_chars", num_chars, 2, " (the vocabulary has <pad> and <unk> at least)")
         self.num_tags = _check_int("num_tags", num_tags)
@@ -96,16 +100,20 @@ class BiRNNTagger(nn.Module):
             self.char_embed = self.char_rnn = None
         self.features = emb + 2 * char_hidden
         self.drop = nn.Dropout(self.dropout)
-        self.rnn = _RNN[cell](self.features, hidden, layers, dropout=self.dropout, bidirectional=True)
+        self.rnn = _RNN[cell](self.features, hidden, layers, dropout=self.dropout, bidirectional=True,
+                              **self.rnn_options)
         self.out = nn.Linear(2 * hidden, num_tags)
 
     @property
     def config(self) -> dict:
-        return {"kind": "bi_rnn_tagger", "num_words": self.num_words, "num_chars": self.num_chars,
-                "num_tags": self.num_tags, "emb": self.emb, "char_emb": self.char_emb,
-                "char_hidden": self.char_hidden, "char_cell": self.char_cell, "hidden": self.hidden,
-                "layers": self.layers, "cell": self.cell, "dropout": self.dropout,
-                "word_dropout": self.word_dropout, "pad_id": self.pad_id, "unk_id": self.unk_id}
+        config = {"kind": "bi_rnn_tagger", "num_words": self.num_words, "num_chars": self.num_chars,
+                  "num_tags": self.num_tags, "emb": self.emb, "char_emb": self.char_emb,
+                  "char_hidden": self.char_hidden, "char_cell": self.char_cell, "hidden": self.hidden,
+                  "layers": self.layers, "cell": self.cell, "dropout": self.dropout,
+                  "word_dropout": self.word_dropout, "pad_id": self.pad_id, "unk_id": self.unk_id}
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+            config["rnn_options"] = dict(self.rnn_options)
+        return config
 
     def char_features(self, chars: Tensor) -> Tensor:
         """(N, C) character ids of N words (0-padded after each word) → (N, 2 * char_hidden): the final states of

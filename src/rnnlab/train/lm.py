@@ -21,6 +21,8 @@ class LMTask:
     """Next-token cross-entropy on ``(x, y)`` chunks (T, B) for any model with the LM call
     ``model(tokens, state) -> (logits, state)`` (``RecurrentLM``, ``NGramLM``)."""
 
+    batch_dim = 1  # chunks are (T, B) and states (layers, B, H) or (order - 2, B): the trainer shards along dim 1
+
     def __init__(self, model: nn.Module, char_level: bool = False, device: torch.device | str | None = None) -> None:
         self.model, self.char_level = model, char_level
         self.device = torch.device(device) if device is not None else next(model.parameters()).device

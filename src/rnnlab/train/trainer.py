@@ -39,6 +39,14 @@ Callbacks (``callbacks=[...]``) watch the loop without changing it; each may def
     after_step(trainer, info) -> dict | None          after the update; ``info``: step, epoch, batch, loss,
                                                       grad_norm (pre-clip), clipped, fault. A returned dict is
                                                       written to metrics.jsonl (give it a "kind")
+
+Several processes (``distributed=``, a ``rnnlab.train.distributed.Distributed`` from a torchrun launch): the trainer
+wraps the model in DistributedDataParallel and points ``task.model`` at the wrapper (the task's forward must go
+through it); each rank takes its slice of every global batch along the task's ``batch_dim`` (default 0) and weights
+its loss by its share of the batch's tokens, so an update equals single-process training with the same global batch.
+The loss the fault checks see, the validation loss and the stop requests are reduced across ranks, so every rank
+makes the same decisions; the carried state is gathered into the checkpoints; only rank 0 prints and writes.
+Details in ``rnnlab.train.distributed``.
 """
 from __future__ import annotations
 
@@ -199,8 +207,14 @@ def _as_data(data):
     return _ListData(data)
 
 
-def _init_state(task, data):
-    return task.init_state(data.batch_size) if hasattr(task, "init_state") else None
+def _init_state(task, data, distributed=None):
+    """What an epoch of ``data`` starts from; under ``distributed``, the state of this rank's slice of a batch."""
+    if not hasattr(task, "init_state"):
+        return None
+    batch_size = data.batch_size
+    if distributed is not None and batch_size is not None:
+        batch_size = distributed.local_batch_size(batch_size)
+    return task.init_state(batch_size)
 
 
 def _metrics(task, loss: float) -> dict:
@@ -208,21 +222,30 @@ def _metrics(task, loss: float) -> dict:
 
 
 @torch.no_grad()
-def evaluate_task(model: nn.Module, task, data) -> float:
-    """Mean loss per token of ``task`` over all batches of ``data`` (epoch 0), in eval mode (no dropout)."""
+def evaluate_task(model: nn.Module, task, data, distributed=None) -> float:
+    """Mean loss per token of ``task`` over all batches of ``data`` (epoch 0), in eval mode (no dropout). Under
+    ``distributed`` each rank evaluates its slice of every batch and the sums are all-reduced: every rank gets the
+    mean over the whole data."""
     task = task if hasattr(task, "step") else _FunctionTask(task)
     data = _as_data(data)
+    dim = getattr(task, "batch_dim", 0)
     was_training = model.training
     model.eval()
     try:
-        state = _init_state(task, data)
+        state = _init_state(task, data, distributed)
         total, count = 0.0, 0
         for batch in data.batches(0):
+            real = True
+            if distributed is not None:
+                batch, real = distributed.shard(batch, dim)
             loss, n, state = task.step(batch, state)
-            total += float(loss) * n
-            count += n
+            if real:  # an empty slice ran the batch's first example for nothing: it does not count
+                total += float(loss) * n
+                count += n
     finally:
         model.train(was_training)
+    if distributed is not None:
+        total, count = distributed.sum([total, count])
     if count == 0:
         raise ValueError("evaluation data has no batches")
     return total / count
@@ -250,8 +273,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, task, train, valid=None, options: TrainOptions | None = None,
                  out_dir: str | Path | None = None, meta: dict | None = None,
-                 print_fn: Callable[[str], None] | None = None, callbacks=()) -> None:
-        self.model = model
+                 print_fn: Callable[[str], None] | None = None, callbacks=(), distributed=None) -> None:
+        self.model = model  # the model itself, unwrapped: its parameters, its state_dict in checkpoints
         self.callbacks = list(callbacks)
         self.task = task if hasattr(task, "step") else _FunctionTask(task)
         self.train_data, self.valid_data = _as_data(train), _as_data(valid)
@@ -265,8 +288,24 @@ class Trainer:
                              "data; give some or drop patience")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.meta = dict(meta or {})
-        self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.out_dir is not None else None
+        self.dist = distributed
+        self.is_main = distributed is None or distributed.is_main  # the process that prints and writes
+        self._batch_dim = getattr(self.task, "batch_dim", 0)  # where a batch (and a carried state) is sliced
+        self._net = model  # what the task calls and what train()/eval() switch: the DDP wrapper when distributed
+        if distributed is not None:
+            if not hasattr(self.task, "model"):
+                raise ValueError("distributed training needs a task with a 'model' attribute, which the trainer "
+                                 "points at the DistributedDataParallel wrapper (its forward arms the gradient "
+                                 f"all-reduce); got {type(self.task).__name__}. Give the task the model as "
+                                 "task.model and call it from step()")
+            if self.train_data.batch_size is not None:
+                distributed.check_batch_size(self.train_data.batch_size)
+            self._net = distributed.wrap(model)
+            self.task.model = self._net
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.out_dir is not None and self.is_main else None
         self._print = print_fn or (lambda s: print(s, flush=True))
+        if not self.is_main:
+            self._print = lambda s: None
         self.optimizer = self._build_optimizer()
         self.progress = {"epoch": 0, "batch": 0, "step": 0, "lr": o.lr, "best_valid_loss": None, "bad_epochs": 0,
                          "stopped": None, "acc": self._zero_acc(), "last_valid_loss": None,
@@ -334,6 +373,8 @@ class Trainer:
         carry = checkpoint.carry()
         device = next(self.model.parameters()).device
         self._carry = _to_device(carry, device)
+        if self.dist is not None and self._carry is not None:  # checkpoints hold every column: take this rank's
+            self._carry = self.dist.shard(self._carry, self._batch_dim)[0]
         set_rng_state(rng)
         if self.log is not None:
             try:
@@ -363,7 +404,7 @@ class Trainer:
         if p["epoch"] >= o.epochs:
             self._print(f"nothing to do: the run has finished its {p['epoch']} epochs (train longer with more epochs)")
             return self._summary("done")
-        show_bar = (o.progress if o.progress is not None else (not o.quiet and sys.stderr.isatty()))
+        show_bar = self.is_main and (o.progress if o.progress is not None else (not o.quiet and sys.stderr.isatty()))
         self._t0 = time.monotonic()
         self._steps_this_call = 0
         self._set_lr(p["lr"])
@@ -373,14 +414,16 @@ class Trainer:
         stopped = None
         while p["epoch"] < o.epochs and stopped is None:
             stopped = self._run_epoch(show_bar)
+        if self.dist is not None:
+            self.dist.barrier()  # rank 0's checkpoints are complete when fit() returns on any rank
         reason = stopped or p.get("stopped") or "done"
         return self._summary(reason)
 
     def _run_epoch(self, show_bar: bool) -> str | None:
         o, p, acc = self.options, self.progress, self.progress["acc"]
         epoch = p["epoch"]
-        self.model.train()
-        state = self._carry if p["batch"] > 0 else _init_state(self.task, self.train_data)
+        self._net.train()
+        state = self._carry if p["batch"] > 0 else _init_state(self.task, self.train_data, self.dist)
         self._carry = None
         total = self.train_data.num_batches(epoch)
         bar = tqdm(total=total, initial=p["batch"], desc=f"epoch {epoch + 1}/{o.epochs}", file=sys.stderr,
@@ -389,6 +432,9 @@ class Trainer:
         epoch_tokens0, stop = acc["epoch_tokens"], None
         try:
             for batch in self.train_data.batches(epoch, p["batch"]):
+                real = True
+                if self.dist is not None:
+                    batch, real = self.dist.shard(batch, self._batch_dim)  # this rank's slice of the global batch
                 self.optimizer.zero_grad(set_to_none=True)
                 state_in = state
                 with contextlib.ExitStack() as watching:
@@ -397,14 +443,16 @@ class Trainer:
                         if cm is not None:
                             watching.enter_context(cm)
                     loss, n, state = self.task.step(batch, state)
-                    value = float(loss.detach())
+                    value, weight = float(loss.detach()), 1.0
+                    if self.dist is not None:  # the global batch's mean loss and tokens, the same on every rank
+                        value, n, weight = self._global_loss(value, n if real else 0)
                     fault, norm = None, 0.0
                     if not math.isfinite(value):
                         fault = "nonfinite_loss"
                     elif self._is_spike(value):
                         fault = "spike"
                     else:
-                        loss.backward()
+                        (loss * weight if weight != 1.0 else loss).backward()
                         norm = self._clip()
                         if not math.isfinite(norm):
                             fault = "nonfinite_grad"
@@ -444,11 +492,15 @@ class Trainer:
                     interval_t0 = now
                     if show_bar:
                         bar.refresh()  # tqdm redraws at most every 0.1 s; show each interval's numbers at least
+                time_up = o.max_minutes is not None and now - self._t0 >= 60 * o.max_minutes
+                requested = self._stop_requested
+                if self.dist is not None:  # rank 0's clock; a Ctrl-C or SIGTERM on any rank: all stop here
+                    time_up, requested = self.dist.any([time_up and self.is_main, requested])
                 if o.max_steps is not None and self._steps_this_call >= o.max_steps:
                     stop = "max_steps"
-                elif o.max_minutes is not None and now - self._t0 >= 60 * o.max_minutes:
+                elif time_up:
                     stop = "max_minutes"
-                elif self._stop_requested:
+                elif requested:
                     stop = "interrupted"
                 if stop is not None or (o.checkpoint_every and p["step"] % o.checkpoint_every == 0
                                         and p["batch"] < total):
@@ -461,6 +513,17 @@ class Trainer:
             self._stopped_midway(stop)
             return stop
         return self._end_epoch(time.monotonic() - epoch_t0, acc["epoch_tokens"] - epoch_tokens0)
+
+    def _global_loss(self, value: float, n: int) -> tuple[float, int, float]:
+        """(the mean loss over every rank's tokens, their number N, this rank's loss weight W * n / N) from this
+        rank's mean ``value`` over its ``n`` tokens. With the weight, DDP's average of the ranks' gradients is the
+        gradient of the global mean, however the tokens fall. A non-finite loss on any rank makes the mean
+        non-finite on all, so every rank skips the batch."""
+        total, count, plain = self.dist.sum([value * n, n, value])
+        W = self.dist.world_size
+        if count == 0:  # no tokens anywhere (the loss is a placeholder): the plain mean, every rank alike
+            return plain / W, 0, 1.0
+        return total / count, int(round(count)), W * n / count
 
     # -- faults ----------------------------------------------------------------------------------------------------
     def _recent_mean(self) -> float | None:
@@ -611,7 +674,7 @@ class Trainer:
         train_m = _metrics(self.task, acc["epoch_loss"] / acc["epoch_tokens"] if acc["epoch_tokens"] else math.nan)
         valid_loss, improved = None, False
         if self.valid_data is not None:
-            valid_loss = evaluate_task(self.model, self.task, self.valid_data)
+            valid_loss = evaluate_task(self._net, self.task, self.valid_data, self.dist)
             best = p["best_valid_loss"]
             improved = math.isfinite(valid_loss) and (best is None or valid_loss < best)
             if improved:
@@ -670,7 +733,9 @@ class Trainer:
                             "step": p["step"]})
 
     def _save(self, which: str, carry) -> None:
-        if self.out_dir is None:
+        if self.dist is not None:
+            carry = self.dist.gather(carry, self._batch_dim)  # every rank takes part; rank 0 saves all columns
+        if self.out_dir is None or not self.is_main:
             return
         meta = {**self.meta, "model": getattr(self.model, "config", None), "trainer": self.progress,
                 "rng": rng_state(), "train_options": asdict(self.options)}

@@ -82,8 +82,10 @@ struct VT<float> {
   static inline void storen(float* p, V v, int n) {
     std::memcpy(p, &v, sizeof(float) * n);
   }
-  static inline V vmin(V a, V b) { return a < b ? a : b; }
-  static inline V vmax(V a, V b) { return a > b ? a : b; }
+  // NaN in a gives NaN (a comparison with NaN is false, so the ternary picks a): a NaN entering the loop must
+  // reach the output as it does through torch.nn, or the trainer cannot see the poisoned batch.
+  static inline V vmin(V a, V b) { return b < a ? b : a; }
+  static inline V vmax(V a, V b) { return b > a ? b : a; }
   // exp(x), x clamped to [-87.3, 88.37]; Cephes expf polynomial.
   static inline V exp(V x) {
     x = vmin(x, bc(88.3762626647949f));
@@ -140,7 +142,7 @@ struct VT<double> {
   static inline V exp(V x) { return std::exp(x); }
   static inline V sigmoid(V x) { return 1.0 / (1.0 + std::exp(-x)); }
   static inline V tanh(V x) { return std::tanh(x); }
-  static inline V relu(V x) { return x > 0.0 ? x : 0.0; }
+  static inline V relu(V x) { return x < 0.0 ? 0.0 : x; }  // NaN stays NaN, as in torch.relu
   static inline V relu_grad(V y, V g) { return y > 0.0 ? g : 0.0; }
   static inline double hsum(V v) { return v; }
 };

@@ -11,6 +11,21 @@
 //   backward: after dgates_t[:, own gate columns] is written (the GEMM
 //             dh_{t-1}[:, own units] = dgates_t @ W_hh[:, own units] reads all).
 // BLAS is called directly (MKL's sgemm_/dgemm_), single-threaded per worker.
+//
+// Regularisation options (optional tensors; empty = off, and then the loop is
+// the plain one -- each option costs one predictable branch per row or step):
+//   rec_mask (B, H): variational dropout on the recurrent state (Gal &
+//     Ghahramani 2016): the GEMM of step t reads h_{t-1} * m.  Each thread
+//     writes its units of h_t * m into one of two (B, H) buffers (alternating
+//     by step, so the one being read by slower threads is never written) and
+//     the GEMM reads the other.  Backward: the GEMM's dh_{t-1} goes through a
+//     per-thread scratch and is multiplied by m.
+//   zone_h, zone_c (N, H): zoneout (Krueger et al. 2016), applied around the
+//     cell's own row math, which is unchanged: forward mixes the cell's h~_t,
+//     c~_t with h_{t-1}, c_{t-1} (h = d h_{t-1} + (1-d) h~); backward splits
+//     dL/dh_t into (1-d) dh for the cell and d dh straight to h_{t-1} (same
+//     for c).  What backward needs of the un-zoned step is saved as `raw`:
+//     the Elman h~_t (its activation derivative) or the LSTM c~_t (tanh c~).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -225,14 +240,79 @@ inline void mm_into(const Tensor& A, const Tensor& B, Tensor& C, bool accumulate
     at::mm_out(C, A, B);
 }
 
+// ------------------------------------------------- regularisation helpers
+// Row helpers over this thread's units (n of them), vectorised like the cells.
+// v <- d * prev + (1 - d) * v  (zoneout; exact for d in {0, 1});  raw <- v before.
+template <typename T>
+inline void zone_mix(T* v, const T* prev, const T* d, T* raw, int64_t n) {
+  using V = typename VT<T>::V;
+  for_chunks<T>(n, [&](int64_t u, int w) {
+    Lanes<T> L{w};
+    V a = L.ld(v + u), z = L.ld(d + u);
+    if (raw) L.st(raw + u, a);
+    L.st(v + u, z * L.ld(prev + u) + (T(1) - z) * a);
+  });
+}
+// direct <- d * g;  g <- (1 - d) * g  (zoneout's backward split of dL/dstate)
+template <typename T>
+inline void zone_split(T* g, const T* d, T* direct, int64_t n) {
+  using V = typename VT<T>::V;
+  for_chunks<T>(n, [&](int64_t u, int w) {
+    Lanes<T> L{w};
+    V a = L.ld(g + u), z = L.ld(d + u);
+    L.st(direct + u, z * a);
+    L.st(g + u, (T(1) - z) * a);
+  });
+}
+// y <- (acc ? y : 0) + a * b
+template <typename T>
+inline void mul_into(T* y, const T* a, const T* b, int64_t n, bool acc) {
+  using V = typename VT<T>::V;
+  for_chunks<T>(n, [&](int64_t u, int w) {
+    Lanes<T> L{w};
+    V v = L.ld(a + u) * L.ld(b + u);
+    L.st(y + u, acc ? L.ld(y + u) + v : v);
+  });
+}
+// y <- (acc ? y : 0) + a
+template <typename T>
+inline void add_into(T* y, const T* a, int64_t n, bool acc) {
+  using V = typename VT<T>::V;
+  for_chunks<T>(n, [&](int64_t u, int w) {
+    Lanes<T> L{w};
+    L.st(y + u, acc ? L.ld(y + u) + L.ld(a + u) : L.ld(a + u));
+  });
+}
+
+// Shapes of the optional regularisation tensors (empty = off).
+inline void check_options(const Tensor& rec_mask, const Tensor& zone_h,
+                          const Tensor& zone_c, int64_t B, int64_t N,
+                          int64_t H, bool has_c) {
+  if (rec_mask.numel())
+    TORCH_CHECK(rec_mask.dim() == 2 && rec_mask.size(0) == B && rec_mask.size(1) == H,
+                "rnnlab: rec_mask must have h0's shape (", B, ", ", H, "); got ",
+                rec_mask.sizes());
+  if (zone_h.numel())
+    TORCH_CHECK(zone_h.dim() == 2 && zone_h.size(0) == N && zone_h.size(1) == H,
+                "rnnlab: zone_h must have shape (", N, ", ", H, "); got ", zone_h.sizes());
+  if (zone_c.numel()) {
+    TORCH_CHECK(has_c, "rnnlab: zone_c zones out the LSTM's cell state; this cell has none");
+    TORCH_CHECK(zone_c.dim() == 2 && zone_c.size(0) == N && zone_c.size(1) == H,
+                "rnnlab: zone_c must have shape (", N, ", ", H, "); got ", zone_c.sizes());
+  }
+}
+
 // ---------------------------------------------------------------- forward
 template <typename T, typename Cell>
 std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
                                  Tensor c0, Tensor w_ih, Tensor w_hh,
                                  Tensor b_ih, Tensor b_hh, bool reverse,
-                                 bool save) {
+                                 bool save, const Tensor& rec_mask,
+                                 const Tensor& zone_h, const Tensor& zone_c) {
   constexpr int64_t G = Cell::G;
   constexpr bool isGRU = std::is_same<Cell, GRUCell>::value;
+  constexpr bool isLSTM = std::is_same<Cell, LSTMCell>::value;
+  constexpr bool isElman = !isGRU && !isLSTM;
   Steps st(batch_sizes);
   const int64_t N = x.size(0), H = h0.size(1), B = h0.size(0);
   const int64_t GH = G * H;
@@ -244,6 +324,11 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   TORCH_CHECK(w_hh.size(0) == GH && w_hh.size(1) == H, "rnnlab: bad w_hh shape");
   TORCH_CHECK(w_ih.size(0) == GH && w_ih.size(1) == x.size(1), "rnnlab: bad w_ih shape");
   const bool bias = b_ih.numel() > 0;
+  check_options(rec_mask, zone_h, zone_c, B, N, H, Cell::kHasC);
+  const bool rm = rec_mask.numel() > 0;
+  const bool zh_on = zone_h.numel() > 0, zc_on = zone_c.numel() > 0;
+  // backward's view of the un-zoned step: Elman h~ (zone_h), LSTM c~ (zone_c)
+  const bool need_raw = save && ((isElman && zh_on) || (isLSTM && zc_on));
 
   // Input projection of all steps: one GEMM, biases folded (not GRU's b_hn).
   Tensor bc, bhn;
@@ -286,6 +371,13 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   Tensor wpk = at::empty({woff[P]}, w_hh.options());
   const int64_t scr_stride = ((B * G * hpmax + 15) / 16) * 16 + 16;
   Tensor scratch = at::empty({P * scr_stride}, x.options());
+  Tensor raw = need_raw ? at::empty({N, H}, x.options()) : Tensor();
+  // rec_mask: h0 * m, and the two (B, H) buffers of h_{t-1} * m (see the top)
+  Tensor h0m = rm ? h0 * rec_mask : Tensor();
+  Tensor hmbuf = rm ? at::empty({2 * B * H}, x.options()) : Tensor();
+  // zone_c: this thread's units of c_{t-1}, kept while the cell overwrites c
+  const int64_t ct_stride = ((hpmax + 15) / 16) * 16 + 16;
+  Tensor ctmp = zc_on ? at::empty({P * ct_stride}, x.options()) : Tensor();
 
   T* gip = gi.data_ptr<T>();
   T* outp = out.data_ptr<T>();
@@ -297,10 +389,18 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   const T* whh = w_hh.data_ptr<T>();
   T* wpkp = wpk.data_ptr<T>();
   T* scrp = scratch.data_ptr<T>();
+  T* rawp = need_raw ? raw.data_ptr<T>() : nullptr;
+  const T* mp = rm ? rec_mask.data_ptr<T>() : nullptr;
+  const T* h0mp = rm ? h0m.data_ptr<T>() : nullptr;
+  T* hmp = rm ? hmbuf.data_ptr<T>() : nullptr;
+  const T* zhp = zh_on ? zone_h.data_ptr<T>() : nullptr;
+  const T* zcp = zc_on ? zone_c.data_ptr<T>() : nullptr;
+  T* ctp = zc_on ? ctmp.data_ptr<T>() : nullptr;
 
   run_region(P, [&](int p) {
     const int64_t j0 = pl.j0[p], hp = pl.hp[p];
     T* W = wpkp + woff[p];
+    T* ct = ctp ? ctp + p * ct_stride : nullptr;
     const int64_t ld = G * hp;
     // each thread packs its own block (first touch: its memory, its cache)
     RecW<T>::pack_t(H, ld, W, [&](int64_t n) {
@@ -319,16 +419,32 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
         prev = outp + st.off[tp] * H;
       }
       if (hp > 0) {
-        if (n1 > 0) RecW<T>::mm(n1, ld, H, prev, H, W, scr, ld, false);
+        // the GEMM's h_{t-1}: the previous output rows and h0 (times m with rec_mask)
+        const T* A = rm ? hmp + (s & 1) * B * H : prev;
+        const T* A0 = rm ? h0mp : h0p;
+        if (n1 > 0) RecW<T>::mm(n1, ld, H, A, H, W, scr, ld, false);
         if (nb > n1)
-          RecW<T>::mm(nb - n1, ld, H, h0p + n1 * H, H, W, scr + n1 * ld, ld, false);
+          RecW<T>::mm(nb - n1, ld, H, A0 + n1 * H, H, W, scr + n1 * ld, ld, false);
+        T* hmnext = rm ? hmp + ((s + 1) & 1) * B * H : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
           const T* hprev = b < n1 ? prev + b * H : h0p + b * H;
           const int64_t r = row0 + b;
-          Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev,
-                        cp ? cp + b * H : nullptr, outp + r * H,
-                        callp ? callp + r * H : nullptr,
+          T* cb = cp ? cp + b * H : nullptr;
+          if (zc_on) std::memcpy(ct, cb + j0, sizeof(T) * hp);  // c_{t-1}
+          Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb,
+                        outp + r * H, callp ? callp + r * H : nullptr,
                         hnp ? hnp + r * H : nullptr, bhnp);
+          if (zh_on)
+            zone_mix<T>(outp + r * H + j0, hprev + j0, zhp + r * H + j0,
+                        isElman && rawp ? rawp + r * H + j0 : nullptr, hp);
+          if (zc_on) {
+            zone_mix<T>(cb + j0, ct, zcp + r * H + j0,
+                        rawp ? rawp + r * H + j0 : nullptr, hp);
+            if (callp) std::memcpy(callp + r * H + j0, cb + j0, sizeof(T) * hp);
+          }
+          if (rm)
+            mul_into<T>(hmnext + b * H + j0, outp + r * H + j0, mp + b * H + j0,
+                        hp, false);
         }
       }
       step_barrier(P);
@@ -361,6 +477,7 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
       res.push_back(hnall);
     }
     res.push_back(out);
+    if (need_raw) res.push_back(raw);
   }
   return res;
 }
@@ -372,19 +489,28 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
                                   Tensor w_hh, Tensor b_ih, Tensor b_hh,
                                   bool reverse, const std::vector<Tensor>& saved,
                                   Tensor grad_out, Tensor grad_hn,
-                                  Tensor grad_cn, bool probe) {
+                                  Tensor grad_cn, bool probe,
+                                  const Tensor& rec_mask, const Tensor& zone_h,
+                                  const Tensor& zone_c) {
   constexpr int64_t G = Cell::G, GD = Cell::GD;
   constexpr bool isGRU = std::is_same<Cell, GRUCell>::value;
   constexpr bool isLSTM = std::is_same<Cell, LSTMCell>::value;
+  constexpr bool isElman = !isGRU && !isLSTM;
   Steps st(batch_sizes);
   const int64_t N = x.size(0), I = x.size(1), H = h0.size(1), B = h0.size(0);
   const int64_t GH = G * H;
   const bool bias = b_ih.numel() > 0;
   TORCH_CHECK(st.off[st.T] == N, "rnnlab: sum(batch_sizes) != x.size(0)");
-  TORCH_CHECK(saved.size() == (isLSTM || isGRU ? 3u : 1u),
-              "rnnlab: wrong number of saved tensors");
-  Tensor out = saved.back().contiguous();
-  Tensor gates = (isLSTM || isGRU) ? saved[0].contiguous() : out;
+  check_options(rec_mask, zone_h, zone_c, B, N, H, Cell::kHasC);
+  const bool rm = rec_mask.numel() > 0;
+  const bool zh_on = zone_h.numel() > 0, zc_on = zone_c.numel() > 0;
+  const bool need_raw = (isElman && zh_on) || (isLSTM && zc_on);
+  const size_t nsaved = (isLSTM || isGRU ? 3u : 1u) + (need_raw ? 1u : 0u);
+  TORCH_CHECK(saved.size() == nsaved, "rnnlab: wrong number of saved tensors");
+  Tensor out = saved[nsaved - 1 - (need_raw ? 1 : 0)].contiguous();
+  Tensor raw = need_raw ? saved.back().contiguous() : Tensor();
+  // Elman with zone_h: the activation's derivative reads h~_t, not the zoned h_t
+  Tensor gates = (isLSTM || isGRU) ? saved[0].contiguous() : (need_raw ? raw : out);
   Tensor extra = (isLSTM || isGRU) ? saved[1].contiguous() : Tensor();
   TORCH_CHECK(out.size(0) == N && gates.size(0) == N, "rnnlab: bad saved tensors");
   TORCH_CHECK(grad_out.numel() == 0 || grad_out.size(0) == N, "rnnlab: bad grad_out");
@@ -407,6 +533,21 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
     woff[p + 1] = woff[p] + RecW<T>::size(GH, pl.hp[p]) + 64;
   Tensor wpk = at::empty({woff[P]}, w_hh.options());
   std::vector<double> part(probe ? size_t(P) * st.T : 0, 0.0);
+  // per-thread scratch: zoneout's direct parts d*dh, d*dc (one row), and with
+  // rec_mask the dh_{t-1} GEMM's result (nb x hp) before it is multiplied by m
+  int64_t hpmax = 0;
+  for (int p = 0; p < P; ++p) hpmax = std::max(hpmax, pl.hp[p]);
+  const int64_t zt_stride = ((hpmax + 15) / 16) * 16 + 16;
+  const int64_t bs_stride = rm ? ((B * hpmax + 15) / 16) * 16 + 16 : 0;
+  const int64_t ts_stride = (zh_on || zc_on ? 2 * zt_stride : 0) + bs_stride;
+  Tensor tscr = ts_stride ? at::empty({P * ts_stride}, x.options()) : Tensor();
+  T* tsp = ts_stride ? tscr.data_ptr<T>() : nullptr;
+  const T* mp = rm ? rec_mask.data_ptr<T>() : nullptr;
+  const T* zhp = zh_on ? zone_h.data_ptr<T>() : nullptr;
+  const T* zcp = zc_on ? zone_c.data_ptr<T>() : nullptr;
+  const T* rawp = need_raw ? raw.data_ptr<T>() : nullptr;
+  // the dh_{t-1} GEMM adds to dh (GRU's z*dh, zoneout's d*dh) or overwrites it
+  const bool dh_beta = Cell::kDhBeta || zh_on;
 
   // The time loop runs over chunks of consecutive steps (<= ~R rows); after
   // each chunk its dgates rows go through the big GEMMs (dx rows, dW, db), so
@@ -483,6 +624,9 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
       using V = typename Tr::V;
       const int64_t j0 = pl.j0[p], hp = pl.hp[p];
       const T* W = wpkp + woff[p];
+      T* th = tsp ? tsp + p * ts_stride : nullptr;  // d*dh_t (zone_h)
+      T* tc = th ? th + zt_stride : nullptr;         // d*dc_t (zone_c)
+      T* gscr = rm ? tsp + p * ts_stride + (ts_stride - bs_stride) : nullptr;
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t t = reverse ? s : st.T - 1 - s;
         const int64_t nb = st.bs[t], row0 = st.off[t];
@@ -512,11 +656,16 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
             const T* cnew = nullptr;
             if (isLSTM) {
               cprev = b < n1 ? ep + (prow + b) * ew : c0p + b * H;
-              cnew = ep + r * ew;
+              cnew = zc_on ? rawp + r * H : ep + r * ew;  // c~_t under zoneout
             }
-            Cell::bwd_row(dhr, dcp ? dcp + b * H : nullptr, gp + r * gw,
+            T* dcr = dcp ? dcp + b * H : nullptr;
+            if (zh_on) zone_split<T>(dhr + j0, zhp + r * H + j0, th, hp);
+            if (zc_on) zone_split<T>(dcr + j0, zcp + r * H + j0, tc, hp);
+            Cell::bwd_row(dhr, dcr, gp + r * gw,
                           ep ? ep + r * ew : nullptr, hprev, cprev, cnew,
                           dGt + b * GD * H, H, j0, hp);
+            if (zc_on) add_into<T>(dcr + j0, tc, hp, true);
+            if (zh_on) add_into<T>(dhr + j0, th, hp, Cell::kDhBeta);
             // bias gradient: own gate columns of this dgates row (still in L1)
             if (dgsp) {
               const T* dgr = dGt + b * GD * H;
@@ -528,15 +677,28 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
                 });
               }
             }
-            // [x | h_prev] row for the weight-gradient GEMM (own units of h)
-            std::memcpy(xhp + (r - rowlo) * xw + xoff + j0, hprev + j0,
-                        sizeof(T) * hp);
+            // [x | h_prev] row for the weight-gradient GEMM (own units of h;
+            // h_prev * m with rec_mask: what the forward GEMM read)
+            if (rm)
+              mul_into<T>(xhp + (r - rowlo) * xw + xoff + j0, hprev + j0,
+                          mp + b * H + j0, hp, false);
+            else
+              std::memcpy(xhp + (r - rowlo) * xw + xoff + j0, hprev + j0,
+                          sizeof(T) * hp);
           }
           if (probe) part[size_t(p) * st.T + t] = sq;
         }
         step_barrier(P);
-        if (hp > 0)
-          RecW<T>::mm(nb, hp, GH, dGt, GD * H, W, dhp + j0, H, Cell::kDhBeta);
+        if (hp > 0) {
+          if (!rm) {
+            RecW<T>::mm(nb, hp, GH, dGt, GD * H, W, dhp + j0, H, dh_beta);
+          } else {  // dh_{t-1} = (direct part) + m * (dgates_t @ W_hh)
+            RecW<T>::mm(nb, hp, GH, dGt, GD * H, W, gscr, hp, false);
+            for (int64_t b = 0; b < nb; ++b)
+              mul_into<T>(dhp + b * H + j0, gscr + b * hp, mp + b * H + j0, hp,
+                          dh_beta);
+          }
+        }
       }
     });
 

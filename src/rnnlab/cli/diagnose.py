@@ -453,7 +453,8 @@ def _compare(args, out: Path, device) -> int:
     else:
         what = "; ".join(p[0] for p in parts)
         sections = [(f"T = {t}: side by side", f"{p[0]}\n\n{p[1]}", p[2]) for t, p in zip(lengths, parts)]
-        sections += [(f"T = {t}, {heading}", text, figs) for t, p in zip(lengths, parts) for heading, text, figs in p[3]]
+        sections += [(f"T = {t}, {heading}", text, figs)
+                     for t, p in zip(lengths, parts) for heading, text, figs in p[3]]
         html = report.write_html(out / "report.html", "rnnlab diagnose --compare: tanh RNN vs LSTM vs IRNN at T = "
                                  + ", ".join(str(t) for t in lengths), sections,
                                  intro=_intro(next(iter(parts[0][4].values()))))

@@ -1,4 +1,5 @@
-"""The recurrent-regularisation flags shared by the training commands (``rnnlab train lm``, ``rnnlab train classify``):
+"""The recurrent-regularisation flags shared by the training commands
+(``rnnlab train lm|classify|tag|regress|seq2seq``):
 ``--weight-drop``, ``--input-dropout``, ``--locked-dropout``, ``--output-dropout``, ``--recurrent-dropout`` and
 ``--zoneout``, which become the model's ``rnn_options`` (the layer keywords of ``rnnlab.layers``, where the
 equations and citations are). A command adds them with ``add_flags``, lists ``FLAGS`` among its flags, merges

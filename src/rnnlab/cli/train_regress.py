@@ -20,6 +20,7 @@ from ..train.supervised import RegressionTask, evaluate_regression
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
+from . import regularisation
 from .options import UsageError, float_range, int_range, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -48,13 +49,14 @@ DEFAULTS = {
     "max_minutes": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
+    **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume"}
 _FLAGS = ("train", "target", "features", "time_column", "header", "window", "horizon", "per_step", "valid_fraction",
           "test_fraction", "batch_size", "eval_batch_size", "cell", "hidden", "layers", "dropout", "epochs",
           "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device",
-          "threads", "out", "resume", "log_every", "quiet")
+          "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
 
 EPILOG = """\
 examples:
@@ -123,6 +125,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout between layers and before the output" + _d("dropout"))
 
+    regularisation.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS, epochs_help="passes over the training windows",
                        patience_help="stop after N epochs without a better validation loss (needs a "
                        "--valid-fraction above 0)",
@@ -163,7 +166,7 @@ def _resolve(given: dict) -> dict:
 
 def _model(o: dict, data: SeriesDataset):
     kw = {"input_size": data.input_size, "cell": o["cell"], "hidden": o["hidden"], "layers": o["layers"],
-          "dropout": o["dropout"], "task": "regress"}
+          "dropout": o["dropout"], "task": "regress", "rnn_options": regularisation.rnn_options(o) or None}
     if data.per_step:
         return SequenceTagger(data.n_outputs, **kw)
     return SequenceClassifier(data.n_outputs, pooling="last", **kw)

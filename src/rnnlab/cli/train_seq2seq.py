@@ -27,6 +27,7 @@ from ..train.tagging import SentenceBatches
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
+from . import regularisation
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -71,6 +72,7 @@ DEFAULTS = {
     "max_minutes": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
+    **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -80,7 +82,7 @@ _FLAGS = ("task", "train", "valid", "test", "level", "min_count", "min_len", "ma
           "bidirectional", "attention", "input_feeding", "dropout", "sampling_prob", "beam", "length_penalty",
           "bucket_width", "epochs", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "clip_value",
           "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
-          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet")
+          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
 _TASK_ONLY = ("min_len", "max_len", "alphabet", "holdout", "batches", "valid_size")
 _FILE_ONLY = ("level", "min_count")
 
@@ -180,6 +182,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    "OUT/KIND; then write OUT/length-curves.png (exact match against source length, both runs) and "
                    "print both curves")
 
+    regularisation.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS, schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/seq2seq-<task>-<time>")
 
@@ -283,7 +286,8 @@ def _read(o: dict, checkpoint):
 def _new_model(o: dict, vocab: Seq2SeqVocab) -> Seq2Seq:
     return Seq2Seq(len(vocab.src), len(vocab.tgt), emb=o["emb"], cell=o["cell"], hidden=o["hidden"],
                    layers=o["layers"], bidirectional=o["bidirectional"], attention=o["attention"],
-                   input_feeding=o["input_feeding"], dropout=o["dropout"])
+                   input_feeding=o["input_feeding"], dropout=o["dropout"],
+                   rnn_options=regularisation.rnn_options(o) or None)
 
 
 def _pct(x: float) -> str:

@@ -19,6 +19,7 @@ from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagge
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
+from . import regularisation
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -48,6 +49,7 @@ DEFAULTS = {
     "max_minutes": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
+    **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -55,7 +57,7 @@ RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", 
 _FLAGS = ("train", "valid", "test", "column", "min_count", "emb", "char_emb", "char_hidden", "char_cell", "hidden",
           "layers", "cell", "dropout", "word_dropout", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr",
           "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device", "threads", "out",
-          "resume", "log_every", "quiet")
+          "resume", "log_every", "quiet", *regularisation.FLAGS)
 
 EPILOG = """\
 examples:
@@ -117,6 +119,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="replace a training word by <unk> with probability P (helps unknown words)"
                    + _d("word_dropout"))
 
+    regularisation.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS)
     add_output_group(p, DEFAULTS, default_out="runs/tag-<column>-<time>")
 
@@ -134,11 +137,15 @@ def _resolve(given: dict) -> dict:
 
 
 def _model_config(o: dict, vocab: TaggingVocab) -> dict:
-    return {"kind": "bi_rnn_tagger", "num_words": len(vocab.words), "num_chars": len(vocab.chars),
-            "num_tags": len(vocab.tags), "emb": o["emb"], "char_emb": o["char_emb"], "char_hidden": o["char_hidden"],
-            "char_cell": o["char_cell"], "hidden": o["hidden"], "layers": o["layers"], "cell": o["cell"],
-            "dropout": o["dropout"], "word_dropout": o["word_dropout"], "pad_id": vocab.words.pad_id,
-            "unk_id": vocab.words.unk_id}
+    config = {"kind": "bi_rnn_tagger", "num_words": len(vocab.words), "num_chars": len(vocab.chars),
+              "num_tags": len(vocab.tags), "emb": o["emb"], "char_emb": o["char_emb"],
+              "char_hidden": o["char_hidden"], "char_cell": o["char_cell"], "hidden": o["hidden"],
+              "layers": o["layers"], "cell": o["cell"], "dropout": o["dropout"], "word_dropout": o["word_dropout"],
+              "pad_id": vocab.words.pad_id, "unk_id": vocab.words.unk_id}
+    options = regularisation.rnn_options(o)
+    if options:  # only when used: a plain model's config (and checkpoint) is as before
+        config["rnn_options"] = options
+    return config
 
 
 def _read(o: dict, sources: dict | None):

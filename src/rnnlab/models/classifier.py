@@ -78,8 +78,8 @@ class _Encoder(nn.Module):
             raise ValueError(f"init='identity' is the IRNN initialisation (Le et al. 2015) of an Elman RNN; got "
                              f"cell={cell!r}. Use cell='rnn_relu' with it, or init='orthogonal' for LSTM/GRU")
         if init == "chrono" and cell != "lstm":
-            raise ValueError(f"init='chrono' (Tallec & Ollivier 2018) sets an LSTM's forget- and input-gate biases; got "
-                             f"cell={cell!r}. Use cell='lstm' with it")
+            raise ValueError(f"init='chrono' (Tallec & Ollivier 2018) sets an LSTM's forget- and input-gate biases; "
+                             f"got cell={cell!r}. Use cell='lstm' with it")
         self.init_length = _check_int("init_length", init_length, 3, "init='chrono' needs the longest dependency "
                                       "in steps, e.g. the sequence length") if init == "chrono" else None
         if self.vocab_size is not None and not self.one_hot:

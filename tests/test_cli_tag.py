@@ -86,6 +86,19 @@ def test_train_tag_prints_progress_and_the_final_accuracies(data, tmp_path, caps
     assert "unknown words " in out and "tag        precision" in out
 
 
+def test_lr_schedule_flags(data, tmp_path, capsys):
+    rc, out, err = cli(capsys, "train", "tag", "--train", data / "train.conllu", "--valid", data / "dev.conllu",
+                       "--epochs", "3", "--lr-decay", "0.5", "--decay-start", "1", "--out", tmp_path / "r", *TINY[:-1])
+    assert rc == 0, err
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "epoch"]
+    assert lrs == pytest.approx([lrs[0], lrs[0] / 2, lrs[0] / 4])  # the rate each epoch ran at: halved each epoch
+    one_line_error(capsys, "train", "tag", "--train", data / "train.conllu", "--plateau", "--out", tmp_path / "x",
+                   must=["--plateau", "--valid"])
+    one_line_error(capsys, "train", "tag", "--train", data / "train.conllu", "--valid", data / "dev.conllu",
+                   "--decay-start", "2", "--out", tmp_path / "y", must=["--decay-start", "--lr-decay"])
+
+
 def test_resume_continues_exactly(data, tmp_path, capsys):
     args = ["train", "tag", "--train", data / "train.conllu", "--valid", data / "dev.conllu", "--epochs", "2", *TINY]
     assert cli(capsys, *args, "--out", tmp_path / "a")[0] == 0

@@ -40,7 +40,12 @@ DEFAULTS = {
     "epochs": 10,  # EWT-size data reaches its best validation accuracy within ~10 epochs
     "optimizer": "adam",
     "lr": 2e-3,  # Adam with a slightly raised rate, as Dozat & Manning's tagger
+    "momentum": 0.0,
     "weight_decay": None,
+    "clip_value": None,
+    "lr_decay": None,  # constant lr unless asked: step decay factor 0.5, plateau factor 0.25 (as 'rnnlab train lm')
+    "decay_start": None,
+    "plateau": False,
     "clip_norm": 5.0,  # the usual cap for LSTM taggers; ordinary steps stay below it
     "patience": None,
     "seed": 0,
@@ -56,8 +61,9 @@ RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", 
              "test"}
 _FLAGS = ("train", "valid", "test", "column", "min_count", "emb", "char_emb", "char_hidden", "char_cell", "hidden",
           "layers", "cell", "dropout", "word_dropout", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr",
-          "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device", "threads", "out",
-          "resume", "log_every", "quiet", *regularisation.FLAGS)
+          "momentum", "weight_decay", "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience",
+          "seed", "max_minutes", "max_steps", "device", "threads", "out", "resume", "log_every", "quiet",
+          *regularisation.FLAGS)
 
 EPILOG = """\
 examples:
@@ -120,7 +126,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    + _d("word_dropout"))
 
     regularisation.add_flags(p, DEFAULTS)
-    add_training_group(p, DEFAULTS)
+    add_training_group(p, DEFAULTS, schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/tag-<column>-<time>")
 
 
@@ -133,6 +139,12 @@ def _resolve(given: dict) -> dict:
                          "train.conllu --valid dev.conllu'")
     if o["patience"] and not o["valid"]:
         raise UsageError(f"--patience {o['patience']} watches the validation loss; give --valid FILE or drop it")
+    if "clip_value" in given and "clip_norm" not in given:
+        o["clip_norm"] = None  # --clip-value replaces the default norm clipping
+    if o["plateau"] and not o["valid"]:
+        raise UsageError("--plateau watches the validation loss; give --valid FILE or drop it")
+    if o["decay_start"] is not None and o["lr_decay"] is None and not o["plateau"]:
+        raise UsageError(f"--decay-start {o['decay_start']} needs --lr-decay F (the factor of the step decay)")
     return o
 
 

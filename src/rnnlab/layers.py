@@ -320,32 +320,7 @@ class RNNBase(nn.Module):
         return w_hh, options
 
     def _initial_state(self, hx, B, x, unbatched, sorted_idx):
-        has_c = self.mode == _LSTM
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        if hx is None:
-            zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
-            return zeros, zeros
-        if has_c:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise ValueError("LSTM: hx must be a tuple (h0, c0); got " + type(hx).__name__ + ".")
-            states = list(hx)
-        else:
-            if not isinstance(hx, Tensor):
-                raise ValueError(f"{type(self).__name__}: hx must be a Tensor h0; got {type(hx).__name__}.")
-            states = [hx]
-        for i, s in enumerate(states):
-            name = ("h0", "c0")[i]
-            expected = (shape[0], shape[2]) if unbatched else shape
-            if s.shape != expected:
-                raise self._shape_error(name, expected, s.shape)
-            if s.dtype != x.dtype:
-                raise ValueError(f"{type(self).__name__}: {name} dtype must equal the input's ({x.dtype}); got {s.dtype}.")
-            if unbatched:
-                s = s.unsqueeze(1)
-            if sorted_idx is not None:  # the engine sees sequences sorted by length
-                s = s.index_select(1, sorted_idx)
-            states[i] = s
-        return states[0], (states[1] if has_c else states[0])
+        return initial_state(self, hx, B, x, unbatched, sorted_idx, has_c=self.mode == _LSTM)
 
     # -- one step at a time, for generation ----------------------------------------------------------------------
     def step(self, x_t: Tensor, hx=None):
@@ -384,6 +359,38 @@ class _Locked:
             self._seq = (torch.arange(N) - torch.repeat_interleave(starts, sizes)).to(x.device)  # (N,)
         return x * m[self._seq]  # (N, F)
 
+
+
+def initial_state(module: nn.Module, hx, B: int, x: Tensor, unbatched: bool, sorted_idx, has_c: bool):
+    """(h0, c0) for the engine, each (L*D, B, H): zeros when ``hx`` is None, else ``hx`` checked against the module's
+    sizes and ``x``'s dtype, given a batch dimension when ``unbatched`` and put in the engine's length-sorted order
+    (``sorted_idx``). Without a cell state c0 is h0. Shared by the layers here and those in ``rnnlab.variants``."""
+    name = type(module).__name__
+    shape = (module.num_layers * module.num_directions, B, module.hidden_size)
+    if hx is None:
+        zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        return zeros, zeros
+    if has_c:
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise ValueError(f"{name}: hx must be a tuple (h0, c0); got {type(hx).__name__}.")
+        states = list(hx)
+    else:
+        if not isinstance(hx, Tensor):
+            raise ValueError(f"{name}: hx must be a Tensor h0; got {type(hx).__name__}.")
+        states = [hx]
+    for i, s in enumerate(states):
+        what = ("h0", "c0")[i]
+        expected = (shape[0], shape[2]) if unbatched else shape
+        if s.shape != expected:
+            raise ValueError(f"{name}: {what} must have shape {tuple(expected)}; got {tuple(s.shape)}.")
+        if s.dtype != x.dtype:
+            raise ValueError(f"{name}: {what} dtype must equal the input's ({x.dtype}); got {s.dtype}.")
+        if unbatched:
+            s = s.unsqueeze(1)
+        if sorted_idx is not None:  # the engine sees sequences sorted by length
+            s = s.index_select(1, sorted_idx)
+        states[i] = s
+    return states[0], (states[1] if has_c else states[0])
 
 class RNN(RNNBase):
     """Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with f = tanh or ReLU; torch.nn.RNN's API, plus

@@ -171,31 +171,7 @@ class _StackedBase(nn.Module):
         return output, state
 
     def _initial_state(self, hx, B, x, unbatched, sorted_idx):
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        if hx is None:
-            zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
-            return zeros, zeros
-        if self.has_c:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise ValueError(f"{type(self).__name__}: hx must be a tuple (h0, c0); got {type(hx).__name__}.")
-            states = list(hx)
-        else:
-            if not isinstance(hx, Tensor):
-                raise ValueError(f"{type(self).__name__}: hx must be a Tensor h0; got {type(hx).__name__}.")
-            states = [hx]
-        for i, s in enumerate(states):
-            name = ("h0", "c0")[i]
-            expected = (shape[0], shape[2]) if unbatched else shape
-            if s.shape != expected:
-                raise self._shape_error(name, expected, s.shape)
-            if s.dtype != x.dtype:
-                raise ValueError(f"{type(self).__name__}: {name} dtype must equal the input's ({x.dtype}); got {s.dtype}.")
-            if unbatched:
-                s = s.unsqueeze(1)
-            if sorted_idx is not None:  # the engine sees sequences sorted by length
-                s = s.index_select(1, sorted_idx)
-            states[i] = s
-        return states[0], (states[1] if self.has_c else states[0])
+        return layers.initial_state(self, hx, B, x, unbatched, sorted_idx, has_c=self.has_c)
 
     def step(self, x_t: Tensor, hx=None):
         """Advance every layer by one time step: ``x_t`` (B, input_size) → (output (B, H), new state); unidirectional

@@ -29,14 +29,8 @@
 #include <vector>
 
 #include "common.h"
+#include "loop.h"  // run_region, step_barrier
 #include "rgemm.h"
-
-namespace at {
-namespace native {
-TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
-                             const at::Tensor& result, float beta, float alpha);
-}  // namespace native
-}  // namespace at
 
 namespace rnnlab {
 namespace var {
@@ -103,27 +97,7 @@ struct Rec<double> {  // MKL dgemm on B^T stored row-major (n x K)
   }
 };
 
-// C = A @ B (+ C) for the one-shot GEMMs; A, B contiguous or plain transposes.
-inline void big_mm(const Tensor& A, const Tensor& B, Tensor& C, bool accumulate) {
-  if (A.size(0) == 0 || B.size(1) == 0) return;
-  if (A.size(1) == 0) {
-    if (!accumulate) C.zero_();
-    return;
-  }
-  static bool dnnl_ok = std::getenv("RNNLAB_NO_ONEDNN") == nullptr;
-  if (dnnl_ok && A.scalar_type() == at::kFloat) {
-    try {
-      at::native::mkldnn_matmul(A, B, C, accumulate ? 1.0f : 0.0f, 1.0f);
-      return;
-    } catch (...) {
-      dnnl_ok = false;  // no oneDNN matmul on this CPU / build: ATen from now on
-    }
-  }
-  if (accumulate)
-    C.addmm_(A, B);
-  else
-    at::mm_out(C, A, B);
-}
+// The one-shot GEMMs (all steps' input projection, the weight gradients): loop.h's mm_into.
 
 // Threads of the time loop: as loop.h's choose_threads, below ~1.5e5 FLOPs of
 // recurrent work per step one thread is faster than two barriers.
@@ -155,27 +129,7 @@ struct Split {  // column slices in whole packed blocks, one per thread
   }
 };
 
-template <typename F>
-inline void team(int P, F&& f) {
-  if (P <= 1) {
-    int old = MKL_Set_Num_Threads_Local(1);
-    f(0);
-    MKL_Set_Num_Threads_Local(old);
-    return;
-  }
-#pragma omp parallel num_threads(P)
-  {
-    int old = MKL_Set_Num_Threads_Local(1);
-    f(omp_get_thread_num());
-    MKL_Set_Num_Threads_Local(old);
-  }
-}
-
-inline void sync(int P) {
-  if (P > 1) {
-#pragma omp barrier
-  }
-}
+// Threads: loop.h's run_region (one parallel region) and step_barrier, shared with the plain loops.
 
 inline std::pair<int64_t, int64_t> my_rows(int p, int P, int64_t n) {
   return {n * p / P, n * (p + 1) / P};
@@ -401,7 +355,7 @@ std::vector<Tensor> ln_forward_impl(const Tensor& x, const Tensor& batch_sizes, 
 
   // Input side of every step: one GEMM, then LN per block, in place.
   Tensor gi = at::empty({N, GH}, opt);
-  big_mm(x, w_ih.t(), gi, false);
+  mm_into(x, w_ih.t(), gi, false);
   Tensor xih = at::empty({N, GH}, opt), rstdi = at::empty({N, G}, opt);
   ln_rows_affine<T>(gi.data_ptr<T>(), xih.data_ptr<T>(), rstdi.data_ptr<T>(), g_ih.data_ptr<T>(),
                     b_ih.data_ptr<T>(), N, G, H, eps);
@@ -442,7 +396,7 @@ std::vector<Tensor> ln_forward_impl(const Tensor& x, const Tensor& batch_sizes, 
   const T* bcp = C::kHasC ? b_c.data_ptr<T>() : nullptr;
   T* wp = wpk.data_ptr<T>();
 
-  team(P, [&](int p) {
+  run_region(P, [&](int p) {
     T* W = wp + sp.woff[p];
     const int64_t c0c = sp.c0[p], nc = sp.n[p];
     Rec<T>::pack_t(H, nc, W, [&](int64_t j) { return whh + (c0c + j) * H; });
@@ -459,7 +413,7 @@ std::vector<Tensor> ln_forward_impl(const Tensor& x, const Tensor& batch_sizes, 
         if (n1 > 0) Rec<T>::mm(n1, nc, H, prev, H, W, ghp + c0c, GH, false);
         if (nb > n1) Rec<T>::mm(nb - n1, nc, H, h0p + n1 * H, H, W, ghp + n1 * GH + c0c, GH, false);
       }
-      sync(P);
+      step_barrier(P);
       auto rr = my_rows(p, P, nb);
       for (int64_t b = rr.first; b < rr.second; ++b) {
         const int64_t r = row0 + b, q = save ? r : b;  // q: the row of the saved / scratch buffers
@@ -469,7 +423,7 @@ std::vector<Tensor> ln_forward_impl(const Tensor& x, const Tensor& batch_sizes, 
                            chatp ? chatp + q * H : nullptr, rstdcp ? rstdcp + q : nullptr,
                            hnp ? hnp + q * H : nullptr, ghhp, bhhp, gcp, bcp, H, eps);
       }
-      sync(P);
+      step_barrier(P);
     }
   });
 
@@ -583,7 +537,7 @@ std::vector<Tensor> ln_backward_impl(const Tensor& x, const Tensor& batch_sizes,
   T* scp = scratch.data_ptr<T>();
   T* smp = sums.data_ptr<T>();
 
-  team(P, [&](int p) {
+  run_region(P, [&](int p) {
     T* W = wp + sp.woff[p];
     const int64_t c0c = sp.c0[p], nc = sp.n[p];
     Rec<T>::pack_k(GH, nc, W, [&](int64_t k) { return whh + k * H + c0c; });
@@ -614,9 +568,9 @@ std::vector<Tensor> ln_backward_impl(const Tensor& x, const Tensor& batch_sizes,
                            sgih + o, sbih + o);
         }
       }
-      sync(P);
+      step_barrier(P);
       if (nc > 0) Rec<T>::mm(nb, nc, GH, dZp + row0 * GH, GH, W, dhp + c0c, H, !isLSTM);
-      sync(P);
+      step_barrier(P);
     }
   });
 
@@ -624,9 +578,9 @@ std::vector<Tensor> ln_backward_impl(const Tensor& x, const Tensor& batch_sizes,
   Tensor dx = at::empty({N, x.size(1)}, opt);
   Tensor dw_ih = at::empty({GH, x.size(1)}, opt);
   Tensor dw_hh = at::empty({GH, H}, opt);
-  big_mm(dZi, w_ih, dx, false);
-  big_mm(dZi.t(), x, dw_ih, false);
-  big_mm(dZ.t(), hprev, dw_hh, false);
+  mm_into(dZi, w_ih, dx, false);
+  mm_into(dZi.t(), x, dw_ih, false);
+  mm_into(dZ.t(), hprev, dw_hh, false);
   Tensor empty = at::empty({0}, opt);
   Tensor dg_c = isLSTM ? total.narrow(0, 4 * GH, H).clone() : empty;
   Tensor db_c = isLSTM ? total.narrow(0, 4 * GH + H, H).clone() : empty;
@@ -782,7 +736,7 @@ std::vector<Tensor> skip_forward_impl(const Tensor& x, const Tensor& batch_sizes
   const auto opt = x.options();
 
   Tensor gi = at::empty({N, GH}, opt);
-  big_mm(x, w_ih.t(), gi, false);
+  mm_into(x, w_ih.t(), gi, false);
   if (bias) gi.add_(b_ih);
   const int P = team_size(G, H, N, st.T);
   Tensor out = at::empty({N, H}, opt), uo = at::empty({N}, opt);
@@ -815,7 +769,7 @@ std::vector<Tensor> skip_forward_impl(const Tensor& x, const Tensor& batch_sizes
   const T bpv = b_p.data_ptr<T>()[0];
   T* wp = wpk.data_ptr<T>();
 
-  team(P, [&](int p) {
+  run_region(P, [&](int p) {
     T* W = wp + sp.woff[p];
     const int64_t c0c = sp.c0[p], nc = sp.n[p];
     Rec<T>::pack_t(H, nc, W, [&](int64_t j) { return whh + (c0c + j) * H; });
@@ -832,7 +786,7 @@ std::vector<Tensor> skip_forward_impl(const Tensor& x, const Tensor& batch_sizes
         if (n1 > 0) Rec<T>::mm(n1, nc, H, prev, H, W, ghp + c0c, GH, false);
         if (nb > n1) Rec<T>::mm(nb - n1, nc, H, h0p + n1 * H, H, W, ghp + n1 * GH + c0c, GH, false);
       }
-      sync(P);
+      step_barrier(P);
       auto rr = my_rows(p, P, nb);
       for (int64_t b = rr.first; b < rr.second; ++b) {
         const int64_t r = row0 + b, q = save ? r : b;
@@ -843,7 +797,7 @@ std::vector<Tensor> skip_forward_impl(const Tensor& x, const Tensor& batch_sizes
                               bpv, hard, H);
         if (callp) std::memcpy(callp + r * H, cp + b * H, sizeof(T) * H);
       }
-      sync(P);
+      step_barrier(P);
     }
   });
 
@@ -923,7 +877,7 @@ std::vector<Tensor> skip_backward_impl(const Tensor& x, const Tensor& batch_size
   const T* wpp = w_p.data_ptr<T>();
   T* wp = wpk.data_ptr<T>();
 
-  team(P, [&](int p) {
+  run_region(P, [&](int p) {
     T* W = wp + sp.woff[p];
     const int64_t c0c = sp.c0[p], nc = sp.n[p];
     Rec<T>::pack_k(GH, nc, W, [&](int64_t k) { return whh + k * H + c0c; });
@@ -942,18 +896,18 @@ std::vector<Tensor> skip_backward_impl(const Tensor& x, const Tensor& batch_size
                               isGRU ? exp_ + r * H : nullptr, up[r], utp[r], dlp[r], wpp, dGp + r * GH,
                               dGhp + r * GH, dpp + r, H);
       }
-      sync(P);
+      step_barrier(P);
       if (nc > 0) Rec<T>::mm(nb, nc, GH, dGhp + row0 * GH, GH, W, dhp + c0c, H, true);
-      sync(P);
+      step_barrier(P);
     }
   });
 
   Tensor dx = at::empty({N, x.size(1)}, opt);
   Tensor dw_ih = at::empty({GH, x.size(1)}, opt);
   Tensor dw_hh = at::empty({GH, H}, opt);
-  big_mm(dG, w_ih, dx, false);
-  big_mm(dG.t(), x, dw_ih, false);
-  big_mm(dGh.t(), hprev, dw_hh, false);
+  mm_into(dG, w_ih, dx, false);
+  mm_into(dG.t(), x, dw_ih, false);
+  mm_into(dGh.t(), hprev, dw_hh, false);
   Tensor empty = at::empty({0}, opt);
   Tensor db_ih = bias ? dG.sum(0) : empty;
   Tensor db_hh = bias ? dGh.sum(0) : empty;

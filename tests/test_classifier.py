@@ -133,8 +133,8 @@ def test_inits():
     ({"n_outputs": 2, "vocab_size": 3, "input_size": 2}, "give exactly one of vocab_size"),
     ({"n_outputs": 1, "vocab_size": 3}, "n_outputs must be an integer >= 2; got 1. A classifier needs at least two"),
     ({"n_outputs": 0, "input_size": 3, "task": "regress"}, "n_outputs must be an integer >= 1; got 0"),
-    ({"n_outputs": 2, "vocab_size": 3, "cell": "transformer"}, "cell must be one of lstm, gru, rnn_tanh, rnn_relu; "
-                                                              "got 'transformer'"),
+    ({"n_outputs": 2, "vocab_size": 3, "cell": "transformer"}, "cell must be one of lstm, gru, rnn_tanh, rnn_relu, "
+                                                              "layernorm_lstm, layernorm_gru; got 'transformer'"),
     ({"n_outputs": 2, "vocab_size": 3, "pooling": "attention"}, "pooling must be one of last, mean, max; got "
                                                                "'attention'"),
     ({"n_outputs": 2, "vocab_size": 3, "task": "rank"}, "task must be one of classify, regress; got 'rank'"),

@@ -88,7 +88,8 @@ def test_dropout_only_in_training_mode():
 
 
 def test_bad_options_fail_with_rule_and_value():
-    with pytest.raises(ValueError, match="cell must be one of lstm, gru, rnn_tanh, rnn_relu; got 'tcn'"):
+    with pytest.raises(ValueError, match="cell must be one of lstm, gru, rnn_tanh, rnn_relu, layernorm_lstm, "
+                                         "layernorm_gru; got 'tcn'"):
         RecurrentLM(V, cell="tcn")
     with pytest.raises(ValueError, match="hidden must be an integer >= 1; got -3"):
         RecurrentLM(V, hidden=-3)

@@ -89,7 +89,7 @@ def test_config_rebuilds_the_same_model_and_bad_values_say_the_rule():
         small(vocab, pad_id=1)
     with pytest.raises(ValueError, match="char_hidden must be an integer >= 0; got -1; use 0 for no character"):
         small(vocab, char_hidden=-1)
-    with pytest.raises(ValueError, match="cell must be one of lstm, gru; got 'rnn'"):
+    with pytest.raises(ValueError, match="cell must be one of lstm, gru, layernorm_lstm, layernorm_gru; got 'rnn'"):
         small(vocab, cell="rnn")
     with pytest.raises(ValueError, match="kind' must be 'bi_rnn_tagger'; got 'rnn'"):
         build_tagger({"kind": "rnn"})

@@ -12,12 +12,15 @@ from .generate import generate as generate
 from .layers import GRU as GRU
 from .layers import LSTM as LSTM
 from .layers import RNN as RNN
+from .variants import ALL_CELLS as ALL_CELLS
 from .variants import DilatedRNN as DilatedRNN
 from .variants import LayerNormGRU as LayerNormGRU
 from .variants import LayerNormLSTM as LayerNormLSTM
 from .variants import SkipRNN as SkipRNN
+from .variants import recurrent_layer as recurrent_layer
 
 __version__ = "0.1.0"
 
-__all__ = ["DilatedRNN", "GRU", "LSTM", "LayerNormGRU", "LayerNormLSTM", "RNN", "SkipRNN", "backend_name",
-           "beam_search", "data", "detach_state", "generate", "init", "models", "probe", "tbptt", "train"]
+__all__ = ["ALL_CELLS", "DilatedRNN", "GRU", "LSTM", "LayerNormGRU", "LayerNormLSTM", "RNN", "SkipRNN",
+           "backend_name", "beam_search", "data", "detach_state", "generate", "init", "models", "probe",
+           "recurrent_layer", "tbptt", "train"]

@@ -53,6 +53,7 @@ from .models.classifier import SequenceClassifier, SequenceTagger
 from .models.lm import RecurrentLM
 from .models.seq2seq import Memory, Seq2Seq
 from .models.tagger import BiRNNTagger
+from .variants import PLAIN_CELLS, is_plain, recurrent_modules
 
 INSTALL_HINT = "pip install rnnlab[onnx]"
 
@@ -232,6 +233,17 @@ def _wrap(model: nn.Module) -> tuple[nn.Module, list[str], list[str]]:
                       f"{type(model).__name__}")
 
 
+def _refuse_variants(model: nn.Module) -> None:
+    """An ExportError when a recurrent layer of ``model`` is not a plain stacked rnnlab layer (a layer-normalised
+    cell, a dilated RNN or a Skip RNN of ``rnnlab.variants``): the graphs here rebuild the plain cells only."""
+    for layer in recurrent_modules(model):
+        if not is_plain(layer):
+            raise ExportError(f"ONNX export rebuilds the plain rnnlab layers ({', '.join(PLAIN_CELLS)}, stacked), and "
+                              f"this {type(model).__name__} has a {type(layer).__name__} layer (a variant of "
+                              "rnnlab.variants), which it cannot export yet; export a model trained without "
+                              "--cell layernorm_*, --dilations or --skip")
+
+
 def example_inputs(model: nn.Module, batch: int = 3, steps: int = 5, chars: int = 4, seed: int = 0) -> tuple:
     """Valid inputs of the exported graph for ``model`` (the PyTorch model's own call takes the same tensors):
     random ids / features, random states, lengths from ``steps`` down (some padded), ``chars`` characters per word
@@ -319,6 +331,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset_version: int | None
     if isinstance(model, Seq2Seq):
         raise ExportError("a Seq2Seq model is exported as two graphs (encoder and one decoder step): use "
                           "export_seq2seq(model, 'out.onnx')")
+    _refuse_variants(model)
     wrapper, inputs, outputs = _wrap(model)
     _require("onnx", "onnxscript")
     _scan()
@@ -523,6 +536,7 @@ def export_seq2seq(model: nn.Module, path: str | Path, *, opset_version: int | N
     "decoder_step": (...)}. Raises ExportError."""
     if not isinstance(model, Seq2Seq):
         raise ExportError(f"export_seq2seq writes encoder-decoder (Seq2Seq) models; got {type(model).__name__}")
+    _refuse_variants(model)
     _require("onnx", "onnxscript")
     _scan()
     names = _seq2seq_names(model)

@@ -540,3 +540,146 @@ class DilatedRNN(nn.Module):
         rows = torch.cat([torch.arange(int(bs)) + t * out.shape[1] for t, bs in enumerate(batch_sizes.tolist())])
         data = srt.reshape(-1, out.shape[2]).index_select(0, rows.to(out.device))  # (N, D*H)
         return PackedSequence(data, batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+# -- one factory: a configuration → its recurrent layer ------------------------------------------------------------
+PLAIN_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # rnnlab.layers: LSTM, GRU, RNN (tanh or ReLU)
+LAYERNORM_CELLS = ("layernorm_lstm", "layernorm_gru")  # LayerNormLSTM, LayerNormGRU
+ALL_CELLS = PLAIN_CELLS + LAYERNORM_CELLS
+
+
+def has_cell_state(cell: str) -> bool:
+    """Whether ``cell``'s state is (h, c) rather than h: the LSTMs, plain or layer-normalised."""
+    return cell in ("lstm", "layernorm_lstm")
+
+
+def check_dilations(dilations) -> tuple[int, ...] | None:
+    """``dilations`` as a tuple of positive ints (one per layer), or None for no dilated stack."""
+    if dilations is None:
+        return None
+    if isinstance(dilations, (str, bytes)) or not isinstance(dilations, (tuple, list)) or not dilations or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dilations):
+        raise ValueError(f"dilations must be a non-empty list of positive integers, one per layer (e.g. [1, 2, 4, 8]);"
+                         f" got {dilations!r}. Give None for plain stacking.")
+    return tuple(dilations)
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *, batch_first: bool = False,
+                    dropout: float = 0.0, bidirectional: bool = False, dilations=None, skip: bool = False,
+                    skip_budget: float = 0.0, rnn_options: dict | None = None) -> nn.Module:
+    """The recurrent layer a model configuration describes — the one place that maps (cell, structure) to a class.
+    Every layer it returns has torch.nn's call ``out, state = m(x, hx)`` (padded or PackedSequence), ``num_layers``,
+    ``hidden_size``, ``num_directions`` and ``bidirectional``; the state is (h, c) iff ``has_cell_state(cell)``.
+
+    - cell: one of ``ALL_CELLS``: 'lstm', 'gru', 'rnn_tanh', 'rnn_relu' (``rnnlab.layers``), 'layernorm_lstm',
+      'layernorm_gru' (``LayerNormLSTM`` / ``LayerNormGRU``);
+    - structure: plain stacking of ``num_layers``; or ``dilations`` (one per layer, ``DilatedRNN``; it sets the
+      number of layers, so ``num_layers`` must be 1 or equal its length); or ``skip=True`` (``SkipRNN`` over a plain
+      cell, with the budget loss weight ``skip_budget`` λ ≥ 0, see ``budget_loss``);
+    - ``rnn_options``: the regularisation keywords of ``rnnlab.layers`` (weight_drop, input_dropout, locked_dropout,
+      output_dropout, recurrent_dropout, zoneout), which only the plain stacked layers implement.
+    """
+    if cell not in ALL_CELLS:
+        raise ValueError(f"cell must be one of {', '.join(ALL_CELLS)}; got {cell!r}.")
+    dilations = check_dilations(dilations)
+    num_layers = _positive_int("num_layers", num_layers)
+    if isinstance(skip_budget, bool) or not isinstance(skip_budget, (int, float)) or not skip_budget >= 0:
+        raise ValueError(f"skip_budget must be a number >= 0 (λ of the Skip RNN's budget loss λ Σ_t u_t; 0: none); "
+                         f"got {skip_budget!r}.")
+    if skip_budget and not skip:
+        raise ValueError(f"skip_budget={skip_budget:g} weighs the Skip RNN's update gates, and skip is off; set "
+                         "skip=True or skip_budget=0.")
+    if skip and dilations is not None:
+        raise ValueError(f"skip and dilations={list(dilations)} are two structures of the recurrent stack (SkipRNN, "
+                         "DilatedRNN) and do not combine; choose one.")
+    if skip and cell not in PLAIN_CELLS:
+        raise ValueError(f"skip runs SkipRNN over a plain cell ({', '.join(PLAIN_CELLS)}); got cell={cell!r}. Use a "
+                         "plain cell with skip, or drop skip.")
+    if dilations is not None and num_layers not in (1, len(dilations)):
+        raise ValueError(f"dilations={list(dilations)} gives one dilation per layer, so {len(dilations)} layers; got "
+                         f"num_layers={num_layers}. Leave num_layers at 1 or set it to {len(dilations)}.")
+    options = layers.check_rnn_options(rnn_options)
+    if options and (cell not in PLAIN_CELLS or dilations is not None or skip):
+        what = f"cell={cell!r}" if cell not in PLAIN_CELLS else ("dilations" if dilations is not None else "skip")
+        raise ValueError(f"the regularisation options ({', '.join(options)}) are implemented by the plain stacked "
+                         f"layers only; got them with {what}. Drop them, or use a plain cell without dilations or "
+                         "skip.")
+    common = {"batch_first": batch_first, "dropout": dropout, "bidirectional": bidirectional}
+    if dilations is not None:
+        return DilatedRNN(cell, input_size, hidden_size, dilations, **common)
+    if skip:
+        return SkipRNN(cell, input_size, hidden_size, num_layers, budget=skip_budget, **common)
+    if cell == "layernorm_lstm":
+        return LayerNormLSTM(input_size, hidden_size, num_layers, **common)
+    if cell == "layernorm_gru":
+        return LayerNormGRU(input_size, hidden_size, num_layers, **common)
+    if cell == "lstm":
+        return layers.LSTM(input_size, hidden_size, num_layers, **common, **options)
+    if cell == "gru":
+        return layers.GRU(input_size, hidden_size, num_layers, **common, **options)
+    return layers.RNN(input_size, hidden_size, num_layers, nonlinearity=cell[4:], **common, **options)
+
+
+def structure_config(layer: nn.Module) -> dict:
+    """The structure fields a model's ``config`` records for its recurrent ``layer``: ``dilations`` (a list),
+    ``skip`` and ``skip_budget`` — only those that differ from plain stacking, so a plain model's config is as it
+    was before these options existed (and its checkpoints load unchanged)."""
+    if isinstance(layer, DilatedRNN):
+        return {"dilations": list(layer.dilations)}
+    if isinstance(layer, SkipRNN):
+        return {"skip": True, **({"skip_budget": layer.budget} if layer.budget else {})}
+    return {}
+
+
+def recurrent_modules(model: nn.Module) -> list[nn.Module]:
+    """The recurrent layers of ``model`` that ``recurrent_layer`` can build, outermost only (a DilatedRNN's own
+    layers are not listed apart from it)."""
+    kinds = (layers.RNNBase, _StackedBase, DilatedRNN)
+    found, inside = [], set()
+    for m in model.modules():
+        if id(m) in inside:
+            continue
+        if isinstance(m, kinds):
+            found.append(m)
+            inside.update(id(s) for s in m.modules())
+    return found
+
+
+def is_plain(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a plain stacked rnnlab layer (RNN, LSTM, GRU), the kind the exporter and the gradient
+    diagnostics read."""
+    return isinstance(layer, layers.RNNBase)
+
+
+def budget_loss(model: nn.Module) -> Tensor | None:
+    """λ Σ_t u_t of every SkipRNN in ``model`` with a budget λ > 0, from its last call (``SkipRNN.budget_loss``); None
+    when there is none. A training loss adds it: ``loss = task_loss + budget_loss(model)``."""
+    terms = [m.budget_loss() for m in model.modules() if isinstance(m, SkipRNN) and m.budget > 0
+             and m.updates is not None]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+def init_recurrent_(layer: nn.Module, init: str, init_length: int | None = None) -> nn.Module:
+    """``rnnlab.init``'s initialisation ``init`` ('default', 'orthogonal', 'identity' or 'chrono' with
+    ``init_length``) applied to a layer from ``recurrent_layer``: to a DilatedRNN's every layer, to a SkipRNN's cell
+    weights (its update gate keeps its own init), to a layer-normalised cell's W_ih and W_hh (orthogonal only:
+    identity and chrono set the biases of an Elman RNN or an LSTM, and an LN cell's biases are its LN shifts)."""
+    from . import init as rnn_init  # rnnlab.init imports nothing of ours; imported here to keep this module light
+
+    if init == "default":
+        return layer  # every layer is built with torch.nn's default already
+    if init not in ("orthogonal", "identity", "chrono"):
+        raise ValueError(f"init must be one of default, orthogonal, identity, chrono; got {init!r}.")
+    targets = list(layer.layers) if isinstance(layer, DilatedRNN) else [layer]
+    for target in targets:
+        if isinstance(target, _LayerNormBase) and init != "orthogonal":
+            raise ValueError(f"init={init!r} sets the biases of {'an Elman RNN' if init == 'identity' else 'an LSTM'}"
+                             f"; a layer-normalised cell ({type(target).__name__}) has LN shifts instead. Use "
+                             "init='orthogonal' or 'default' with it.")
+        if init == "orthogonal":
+            rnn_init.orthogonal_(target)
+        elif init == "identity":
+            rnn_init.identity_(target)
+        else:
+            rnn_init.chrono_(target, init_length)
+    return layer

@@ -34,13 +34,14 @@ from ..data.text import DataError, read_text
 from ..diagnose.during import read_records
 from ..diagnose.hidden import DEFAULT_UNITS
 from ..engine.probe import probe
-from ..models.lm import CELLS
 from ..models.classifier import INITS
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.compat import describe
 from ..train.lm import load_lm
 from ..train.supervised import load_sequence_model
 from ..train.trainer import Trainer
+from ..variants import PLAIN_CELLS as CELLS  # the gradient-flow measurements read the plain layers only
+from . import structure
 from . import task as task_cmd
 from .common import engine_name, out_dir, refuse_existing_run, run_dir, torch_device, train_options
 from .options import UsageError, float_range, int_range
@@ -541,6 +542,12 @@ def _run_dir(args, out: Path, device) -> int:
     if args.text is not None:
         raise UsageError(f"--text: RUN_DIR {ckpt.path} holds {describe(ckpt.meta)}, not a language model; hidden "
                          "states over a text need a run of 'rnnlab train lm'")
+    variant = structure.describe(stored) or (f", --cell {stored.get('cell')}" if stored.get("cell", "lstm")
+                                             not in CELLS else "")
+    if variant:
+        raise UsageError(f"RUN_DIR {ckpt.path}: diagnose measures the gradient flow of the plain rnnlab layers "
+                         f"({', '.join(CELLS)}, stacked), and this run's model has{variant[1:]}; diagnose a run "
+                         "with a plain cell and no --dilations or --skip")
     try:
         model, ckpt = load_sequence_model(ckpt.path, device=device)
     except (CheckpointError, OSError, ValueError) as exc:

@@ -38,6 +38,8 @@ examples:
   rnnlab predict runs/sst2 --file stsa.binary.test
                                          a file in the training format: also prints the accuracy against
                                          its labels (stderr)
+  rnnlab predict runs/sst2-s0 --ensemble runs/sst2-s1 runs/sst2-s2 --file stsa.binary.test
+                                         an ensemble of classifiers: their class probabilities averaged
 """
 
 
@@ -59,6 +61,10 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                    help="tagger output: CoNLL-U with the predicted tags, or word/TAG per sentence line (default: "
                    "the input's kind: conllu for CoNLL-U input, slash for text); a classifier always writes "
                    "'label<TAB>text' lines")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN_DIR", help="classifiers only: more runs of "
+                   "'rnnlab train classify' with the same labels; the prediction is the class of highest mean "
+                   "probability over RUN_DIR and these (each model reads the text with its own vocabulary). Averaging "
+                   "runs that differ only in their seed usually adds accuracy (default: RUN_DIR alone)")
     p.add_argument("--output", metavar="FILE", help="write the tagged / labelled text here (default: stdout)")
     p.add_argument("--batch-size", type=int_range(1, 100_000), default=64, metavar="B",
                    help="sentences per batch; changes speed, not the tags (default: %(default)s)")
@@ -83,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a tagger or a text classifier; "
                          f"{reader_hint(ckpt.meta)}pass a run directory written by 'rnnlab train tag' or 'rnnlab "
                          "train classify'")
+    if args.ensemble:
+        raise UsageError(f"--ensemble averages classifiers' class probabilities; RUN_DIR {ckpt.path} holds a tagger. "
+                         "Drop --ensemble")
     if args.input_format == "labeled":
         raise UsageError("--input-format labeled reads a classifier's labelled lines; RUN_DIR holds a tagger: use "
                          "--input-format conllu or text")
@@ -162,16 +171,10 @@ def _read_classifier_input(args, vocab: TextVocab, spec: dict | None):
     return data
 
 
-def _classify(args, device) -> int:
-    """``rnnlab predict`` for a checkpoint of 'rnnlab train classify': 'label<TAB>text' per input line."""
-    if args.format is not None:
-        raise UsageError(f"--format {args.format} is a tagger's output; a classifier writes 'label<TAB>text' lines. "
-                         "Drop --format")
-    if args.input_format == "conllu":
-        raise UsageError("--input-format conllu is a tagger's input; RUN_DIR holds a text classifier: give one text "
-                         "per line (--input-format text) or the training file's format (--input-format labeled)")
+def _load_classifier(path, device):
+    """(model, vocab, checkpoint) of a run of 'rnnlab train classify'; a UsageError naming ``path`` otherwise."""
     try:
-        ckpt = load_checkpoint(args.checkpoint, prefer="best")
+        ckpt = load_checkpoint(path, prefer="best")
         vocab = TextVocab.from_json(ckpt.meta["vocab"])
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
@@ -180,34 +183,66 @@ def _classify(args, device) -> int:
                          "vocabulary; predict reads text for classifiers trained by 'rnnlab train classify'") from None
     try:
         check_vocab_fits(ckpt.path, ckpt.meta.get("model"), classifier_sizes(vocab))
-        model, ckpt = load_sequence_model(args.checkpoint, prefer="best", device=device)
+        model, ckpt = load_sequence_model(path, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
+    return model, vocab, ckpt
+
+
+def _probabilities(model, vocab: TextVocab, data, batch_size: int, device, name: str) -> torch.Tensor:
+    """(N, classes) class probabilities of the examples of ``data``, read with the model's own vocabulary."""
+    try:
+        encoded = encode_labeled(data, vocab)
+    except DataError as exc:
+        raise UsageError(f"--file {exc}") from None
+    batches = SentenceBatches(encoded, batch_size, pad_id=vocab.pad_id, name=name, collate_fn=collate_labeled)
+    probs = torch.zeros(len(encoded), len(vocab.labels))  # (N, K)
+    with torch.no_grad():
+        for index, (x, lengths, _) in zip(batches.order(0), batches.batches(0)):
+            probs[index] = model(x.to(device), lengths).softmax(1).cpu()  # (B, K)
+    return probs
+
+
+def _classify(args, device) -> int:
+    """``rnnlab predict`` for a checkpoint of 'rnnlab train classify' (and --ensemble): 'label<TAB>text' per input
+    line."""
+    if args.format is not None:
+        raise UsageError(f"--format {args.format} is a tagger's output; a classifier writes 'label<TAB>text' lines. "
+                         "Drop --format")
+    if args.input_format == "conllu":
+        raise UsageError("--input-format conllu is a tagger's input; RUN_DIR holds a text classifier: give one text "
+                         "per line (--input-format text) or the training file's format (--input-format labeled)")
+    model, vocab, ckpt = _load_classifier(args.checkpoint, device)
+    members = [(model, vocab, ckpt)]
+    for path in args.ensemble:
+        member = _load_classifier(path, device)
+        if member[1].labels != vocab.labels:
+            raise UsageError(f"--ensemble {path}: its labels ({', '.join(member[1].labels)}) differ from RUN_DIR's "
+                             f"({', '.join(vocab.labels)}); an ensemble averages the same classes: give runs trained "
+                             "on the same labels")
+        members.append(member)
     if args.output and Path(args.output).resolve() == Path(args.file).resolve():
         raise UsageError(f"--output {args.output} is the input file; write the labels to another file")
     try:
         data = _read_classifier_input(args, vocab, ckpt.meta.get("input_format"))
-        encoded = encode_labeled(data, vocab)
     except DataError as exc:
         raise UsageError(f"--file {exc}") from None
 
-    batches = SentenceBatches(encoded, args.batch_size, pad_id=vocab.pad_id, name=args.file,
-                              collate_fn=collate_labeled)
-    pred = [0] * len(encoded)
-    with torch.no_grad():
-        for index, (x, lengths, _) in zip(batches.order(0), batches.batches(0)):
-            for i, k in zip(index, model(x.to(device), lengths).argmax(1).tolist()):
-                pred[i] = k
-    labels = [vocab.labels[k] for k in pred]
+    each = [_probabilities(m, v, data, args.batch_size, device, args.file) for m, v, _ in members]  # M x (N, K)
+    labels = [vocab.labels[k] for k in torch.stack(each).mean(0).argmax(1).tolist()]  # (M, N, K) → (N,)
     _write(args, "".join(f"{label}\t{e.text}\n" for label, e in zip(labels, data.examples)))
 
-    words = [w for e in encoded for w in e.words]
+    words = [w for e in encode_labeled(data, vocab) for w in e.words]
     unknown = sum(w == vocab.words.unk_id for w in words)
-    line = (f"classified {len(encoded):,} texts, {len(words):,} words ({unknown:,} unknown to the model) with "
-            f"{ckpt.path}" + (f" into {args.output}" if args.output else ""))
+    who = f"{ckpt.path}" if len(members) == 1 else f"an ensemble of {len(members)} ({ckpt.path}, ...)"
+    line = (f"classified {len(data.examples):,} texts, {len(words):,} words ({unknown:,} unknown to "
+            f"the model) with {who}" + (f" into {args.output}" if args.output else ""))
     gold = data.labels
     if all(g is not None for g in gold):
         acc = sum(g == p for g, p in zip(gold, labels)) / len(gold)
         line += f"; accuracy against the file's labels {100 * acc:.2f}%"
+        if len(members) > 1:  # each member alone, to show what averaging added
+            alone = [sum(g == vocab.labels[k] for g, k in zip(gold, p.argmax(1).tolist())) / len(gold) for p in each]
+            line += " (members alone: " + ", ".join(f"{100 * a:.2f}%" for a in alone) + ")"
     print(line, file=sys.stderr)
     return 0

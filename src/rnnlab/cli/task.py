@@ -13,12 +13,14 @@ import torch
 
 from ..data.mnist import MODES, VALID_SIZE, default_data_dir, mnist_splits
 from ..data.synthetic import Adding, Copy, Parity
-from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, SequenceTagger
+from ..models.classifier import INITS, POOLINGS, SequenceClassifier, SequenceTagger
 from ..train.checkpoint import load_checkpoint
 from ..train.metrics import MetricsLog
 from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, evaluate_classification, \
     evaluate_per_step, evaluate_regression
 from ..train.trainer import OPTIMIZERS
+from ..variants import ALL_CELLS
+from . import regularisation, structure
 from .common import DIAGNOSE_FLAGS, FAULT_FLAGS, add_diagnose_flags, add_fault_flags, cannot_change, engine_name, \
     fit_with_stop_handler, holds_other_run, make_trainer, open_checkpoint, out_dir, refuse_existing_run, run_dir, \
     torch_device, train_line, train_options
@@ -82,6 +84,13 @@ examples:
                                               Le et al.'s IRNN
   rnnlab task copy --delay 50 --symbols 5     recall 5 symbols after 50 blanks; per-symbol accuracy vs chance
   rnnlab task copy --bidirectional --layers 2 --max-steps 500 --out runs/copy
+  rnnlab task adding --cell layernorm_lstm    a layer-normalised LSTM (Ba et al. 2016)
+  rnnlab task parity --dilations 1,2,4 --max-len 40
+                                              a dilated RNN: layer l reads its state from d_l steps back
+  rnnlab task adding --skip --skip-budget 1e-4
+                                              a Skip RNN that learns to skip state updates
+  rnnlab task copy --weight-drop 0.2 --recurrent-dropout 0.1
+                                              recurrent regularisation (rnnlab.layers)
   rnnlab task copy --resume runs/copy --epochs 40
                                               continue a stopped run exactly (same batches, same RNG)
   rnnlab task mnist                           row MNIST: LSTM(128) reads 28 rows of 28 pixels; test accuracy
@@ -168,7 +177,8 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
                        "all and tests the last weights (default: %(default)s)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=CELLS, default=d["cell"], help="recurrent cell (default: %(default)s)")
+    g.add_argument("--cell", choices=ALL_CELLS, default=d["cell"], help=structure.CELL_HELP
+                   + " (default: %(default)s)")
     g.add_argument("--hidden", type=int_range(1, 65536), default=d["hidden"], metavar="H",
                    help="hidden units (default: %(default)s)")
     g.add_argument("--layers", type=int_range(1, 64), default=d["layers"], metavar="L",
@@ -188,6 +198,8 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
                    "orthogonal (Saxe et al.), identity (IRNN, Le et al.; needs --cell rnn_relu or rnn_tanh), or chrono "
                    "(LSTM forget/input-gate biases spread over the task's length, Tallec & Ollivier 2018) "
                    "(default: %(default)s)")
+    regularisation.add_flags(p, regularisation.DEFAULTS)  # default None: not given = off
+    structure.add_flags(p)  # default None: plain stacking
 
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int_range(1, 1_000_000), default=d["epochs"], metavar="N",
@@ -240,6 +252,8 @@ def _check(args) -> None:
                          "--cell rnn_relu with it (Le et al.), or --init orthogonal for LSTM/GRU")
     if args.task in ("parity", "copy") and args.one_hot and args.emb is not None:
         raise UsageError(f"--one-hot input has no embedding; drop --emb {args.emb} or --one-hot")
+    structure.model_options(vars(args))  # a run stored before these flags existed has none of them: plain
+    regularisation.rnn_options(vars(args))
 
 
 def _eval_data(cls, size: int, seed: int, split: str, **kwargs):
@@ -277,7 +291,8 @@ def _setup(args):
     """(train, valid, test data, model, trainer task) for the chosen task."""
     a, s = args, args.seed
     enc = {"cell": a.cell, "hidden": a.hidden, "layers": a.layers, "bidirectional": a.bidirectional,
-           "dropout": a.dropout, "init": a.init}
+           "dropout": a.dropout, "init": a.init, "rnn_options": regularisation.rnn_options(vars(a)) or None,
+           **structure.model_options(vars(a))}
     if a.init == "chrono":  # the forget gates' time constants spread up to the task's longest dependency
         enc["init_length"] = _longest_dependency(a)
     if a.task == "parity":
@@ -360,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model.to(device)
-    task = task_cls(model, device=device)
+    task = structure.budget_task(task_cls(model, device=device), model)
     meta = {"run": {"kind": "task", **_options(args)}, "data": repr(train)}
     permutation = getattr(train, "permutation", None)  # permuted MNIST: the pixel order, stored with the weights
     if permutation is not None:
@@ -441,7 +456,8 @@ def _report(args, model, test, weights: str, device) -> dict:
 def _describe(model) -> str:
     c = model.config
     cell = c["cell"].upper().replace("RNN_", "RNN-")
-    parts = [f"{c['layers']} x {'bidirectional ' if c['bidirectional'] else ''}rnnlab {cell}({c['hidden']})"]
+    parts = [f"{c['layers']} x {'bidirectional ' if c['bidirectional'] else ''}rnnlab {cell}({c['hidden']})"
+             + structure.describe(c)]
     if c["vocab_size"] is not None:
         parts.append("one-hot input" if c["one_hot"] else f"embedding {c['emb']}")
     if c["init"] != "default":

@@ -11,11 +11,13 @@ import torch
 
 from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, read_text, \
     sha256_of, stdlib_corpus
-from ..models.lm import CELLS, build_model
+from ..models.lm import build_model
+from ..variants import ALL_CELLS
 from ..train.lm import LM_KINDS, LMTask, evaluate
 from ..train.metrics import MetricsLog, lm_metrics
 from ..train.compat import check_kind, check_vocab_fits
 from . import regularisation
+from . import structure
 from . import train_classify
 from . import train_regress
 from . import train_seq2seq
@@ -63,6 +65,7 @@ DEFAULTS = {
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop; on a GPU the layers run the pure-PyTorch loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
+    **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
 }
 # What --stdlib-demo changes when the flag is not given: a run that shows learning within a minute.
 DEMO = {"max_minutes": 1.0, "epochs": 100, "samples": 3, "lr": 3e-3, "log_every": 50}
@@ -147,7 +150,7 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
 
     g = p.add_argument_group("model")
     if kind == "lm":
-        g.add_argument("--cell", choices=CELLS, help="recurrent cell" + _d("cell"))
+        g.add_argument("--cell", choices=ALL_CELLS, help=structure.CELL_HELP + _d("cell"))
         g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers" + _d("layers"))
         g.add_argument("--tie", action="store_true", default=None, help="share the embedding with the decoder "
                        "(needs --emb equal to --hidden)")
@@ -163,6 +166,7 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
                    help="dropout on non-recurrent connections" + _d("dropout"))
     if kind == "lm":
         regularisation.add_flags(p, DEFAULTS)
+        structure.add_flags(p, DEFAULTS)
 
     g = p.add_argument_group("batches")
     g.add_argument("--bptt", type=int_range(1, 100_000), metavar="T", help="time steps per chunk (truncated BPTT "
@@ -200,7 +204,7 @@ _FLAGS = ("train", "valid", "test", "level", "valid_fraction", "min_count", "max
           "random_bptt", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr", "momentum", "weight_decay",
           "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
           "max_steps", "device", "threads", "out", "resume", "log_every", "checkpoint_every", "samples",
-          "sample_tokens", "quiet", *regularisation.FLAGS)
+          "sample_tokens", "quiet", *regularisation.FLAGS, *structure.FLAGS)
 
 
 def _resolve(kind: str, given: dict) -> dict:
@@ -249,7 +253,7 @@ def _resolve(kind: str, given: dict) -> dict:
     return o
 
 
-def _model_config(o: dict, vocab_size: int) -> dict:
+def _model_config(o: dict, vocab_size: int, variant: dict) -> dict:
     if o["kind"] == "ngram":
         return {"kind": "ngram", "vocab_size": vocab_size, "order": o["order"], "emb": o["emb"],
                 "hidden": o["hidden"], "direct": o["direct"], "dropout": o["dropout"]}
@@ -259,7 +263,7 @@ def _model_config(o: dict, vocab_size: int) -> dict:
     options = regularisation.rnn_options(o)
     if options:  # only when used: a plain run's config is as before
         config["rnn_options"] = options
-    return config
+    return {**config, **variant}  # likewise: the structure keywords only when used
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -312,6 +316,11 @@ def run(args: argparse.Namespace) -> int:
     kind = args.model_kind
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, kind, RESUMABLE) if "resume" in given else (_resolve(kind, given), None)
+    variant = structure.model_options(o, given)
+    if variant.get("dilations"):
+        raise UsageError(f"--dilations {','.join(map(str, variant['dilations']))}: a language model carries its state "
+                         "from one --bptt chunk to the next, and a dilated layer would need its last d states per "
+                         "layer, which the dilated RNN does not return; drop --dilations (--skip works with the LM)")
     out = out_dir(o["out"], f"{o['kind']}-{o['level']}")
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
@@ -334,12 +343,13 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_model(checkpoint.meta.get("model") if checkpoint else _model_config(o, len(corpus.vocab)))
+        config = checkpoint.meta.get("model") if checkpoint else _model_config(o, len(corpus.vocab), variant)
+        model = build_model(config)
         options = train_options(o)
     except ValueError as exc:
         raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
-    task = LMTask(model, char_level=o["level"] == "char", device=device)
+    task = structure.budget_task(LMTask(model, char_level=o["level"] == "char", device=device), model)
     meta = {"vocab": corpus.vocab.to_json(), "run": o, "sources": corpus.sources}
     trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
@@ -386,7 +396,7 @@ def _describe(model) -> str:
     extras += [f"dropout {c['dropout']:g}"] if c["dropout"] else []
     extras += [f"{k.replace('_', ' ')} {v if isinstance(v, list) else f'{v:g}'}"
                for k, v in c.get("rnn_options", {}).items()]
-    return f"{c['layers']} x rnnlab {c['cell'].upper()}({c['hidden']}) LM ({', '.join(extras)})"
+    return f"{c['layers']} x rnnlab {c['cell'].upper()}({c['hidden']}){structure.describe(c)} LM ({', '.join(extras)})"
 
 
 def _fmt(m: dict) -> str:

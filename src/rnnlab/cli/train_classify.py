@@ -14,15 +14,17 @@ from ..data.labeled import FORMATS, TextVocab, collate_labeled, detect_format, e
     read_file_text
 from ..data.series import sha256_file
 from ..data.text import DataError
-from ..models.classifier import CELLS, INITS, POOLINGS, SequenceClassifier, build
+from ..models.classifier import INITS, POOLINGS, SequenceClassifier, build
 from ..train.metrics import MetricsLog
 from ..train.compat import check_kind, check_vocab_fits
 from ..train.supervised import ClassificationTask, classifier_sizes, evaluate_classification
 from ..train.tagging import SentenceBatches
+from ..variants import ALL_CELLS
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
-from . import regularisation
+from . import embeddings, regularisation
+from . import structure
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -56,6 +58,8 @@ DEFAULTS = {
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
+    **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
+    **embeddings.DEFAULTS,  # no pretrained vectors; the reasons are in cli/embeddings.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -63,7 +67,8 @@ RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", 
 _FLAGS = ("train", "valid", "test", "format", "label_column", "text_column", "header", "lowercase", "min_count",
           "batch_size", "eval_batch_size", "emb", "cell", "hidden", "layers", "bidirectional", "pooling", "dropout",
           "init", "epochs", "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes",
-          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
+          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS,
+          *structure.FLAGS, *embeddings.FLAGS)
 SST2 = "/work/shared/data/sst2/harvardnlp_stsa_binary"
 
 EPILOG = f"""\
@@ -120,7 +125,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="word embedding size" + _d("emb"))
-    g.add_argument("--cell", choices=CELLS, help="recurrent cell" + _d("cell"))
+    g.add_argument("--cell", choices=ALL_CELLS, help=structure.CELL_HELP + _d("cell"))
     g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="units per direction" + _d("hidden"))
     g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers" + _d("layers"))
     g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
@@ -131,7 +136,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="dropout between layers and before the output layer" + _d("dropout"))
     g.add_argument("--init", choices=INITS, help="recurrent weights: torch.nn's default, orthogonal, or identity "
                    "(IRNN; needs --cell rnn_relu or rnn_tanh)" + _d("init"))
+    embeddings.add_flags(g)
     regularisation.add_flags(p, DEFAULTS)
+    structure.add_flags(p, DEFAULTS)
 
     add_training_group(p, DEFAULTS)
     add_output_group(p, DEFAULTS, default_out="runs/classify-<time>")
@@ -152,11 +159,11 @@ def _resolve(given: dict) -> dict:
     return o
 
 
-def _new_model(o: dict, vocab: TextVocab) -> SequenceClassifier:
+def _new_model(o: dict, vocab: TextVocab, variant: dict) -> SequenceClassifier:
     return SequenceClassifier(len(vocab.labels), vocab_size=len(vocab), emb=o["emb"], cell=o["cell"],
                               hidden=o["hidden"], layers=o["layers"], bidirectional=o["bidirectional"],
                               pooling=o["pooling"], dropout=o["dropout"], init=o["init"],
-                              rnn_options=regularisation.rnn_options(o) or None)
+                              rnn_options=regularisation.rnn_options(o) or None, **variant)
 
 
 def read_options(o: dict, spec: dict | None = None, text: str = "", name: str = "") -> dict:
@@ -227,6 +234,7 @@ def per_class_table(m: dict, labels: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS, keep_false=True)  # --no-bidirectional is given as False
     o, checkpoint = resume_run(given, "classify", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    variant = structure.model_options(o, given)
     out = out_dir(o["out"], "classify")
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
@@ -245,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
             vocab = TextVocab.build(data["train"], o["min_count"], o["lowercase"])
         except DataError as exc:
             raise UsageError(f"--train {exc}") from None
+    vectors = None if checkpoint else embeddings.read(o, vocab.words.itos, given)  # (V, E) rows; sets o["emb"]
     batches = {}
     for split in ("train", "valid", "test"):
         if data[split] is None:
@@ -261,12 +270,14 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab)
+        model = build(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab, variant)
         options = train_options(o)
     except ValueError as exc:
         raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
+    loaded = embeddings.load(model.embedding, vectors, o, vocab.pad_id)
+    embeddings.freeze(model.embedding, o)
     model.to(device)
-    task = ClassificationTask(model, device)
+    task = structure.budget_task(ClassificationTask(model, device), model)
     meta = {"task": "classification", "vocab": vocab.to_json(), "run": o, "sources": sources,
             "input_format": data["train"].spec}
     trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
@@ -289,9 +300,12 @@ def run(args: argparse.Namespace) -> int:
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: emb {c['emb']} → {c['layers']} x rnnlab {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}"
-          f"({c['hidden']}) → {c['pooling']} pooling → {c['n_outputs']} classes, dropout {c['dropout']:g}"
+          f"({c['hidden']}){structure.describe(c)} → {c['pooling']} pooling → {c['n_outputs']} classes, "
+          f"dropout {c['dropout']:g}"
           + "".join(f", {k.replace('_', ' ')} {v}" for k, v in c.get("rnn_options", {}).items()) + "; "
           f"{n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
+    if loaded:
+        print(loaded, flush=True)
     print(train_line(options, trainer, out, checkpoint, note=" (rates count sentences)"), flush=True)
 
     summary = fit_with_stop_handler(trainer)

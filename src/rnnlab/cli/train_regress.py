@@ -14,13 +14,15 @@ import torch
 
 from ..data.series import LastValue, Normalizer, SeriesDataset, read_series, sha256_file
 from ..data.text import DataError
-from ..models.classifier import CELLS, SequenceClassifier, SequenceTagger, build
+from ..models.classifier import SequenceClassifier, SequenceTagger, build
 from ..train.metrics import MetricsLog
 from ..train.supervised import RegressionTask, evaluate_regression
+from ..variants import ALL_CELLS
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
 from . import regularisation
+from . import structure
 from .options import UsageError, float_range, int_range, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -50,13 +52,14 @@ DEFAULTS = {
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
+    **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume"}
 _FLAGS = ("train", "target", "features", "time_column", "header", "window", "horizon", "per_step", "valid_fraction",
           "test_fraction", "batch_size", "eval_batch_size", "cell", "hidden", "layers", "dropout", "epochs",
           "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device",
-          "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
+          "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS, *structure.FLAGS)
 
 EPILOG = """\
 examples:
@@ -119,13 +122,14 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    "evaluating" + _d("eval_batch_size"))
 
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=CELLS, help="recurrent cell" + _d("cell"))
+    g.add_argument("--cell", choices=ALL_CELLS, help=structure.CELL_HELP + _d("cell"))
     g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="hidden units" + _d("hidden"))
     g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers" + _d("layers"))
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout between layers and before the output" + _d("dropout"))
 
     regularisation.add_flags(p, DEFAULTS)
+    structure.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS, epochs_help="passes over the training windows",
                        patience_help="stop after N epochs without a better validation loss (needs a "
                        "--valid-fraction above 0)",
@@ -164,9 +168,9 @@ def _resolve(given: dict) -> dict:
     return o
 
 
-def _model(o: dict, data: SeriesDataset):
+def _model(o: dict, data: SeriesDataset, variant: dict):
     kw = {"input_size": data.input_size, "cell": o["cell"], "hidden": o["hidden"], "layers": o["layers"],
-          "dropout": o["dropout"], "task": "regress", "rnn_options": regularisation.rnn_options(o) or None}
+          "dropout": o["dropout"], "task": "regress", "rnn_options": regularisation.rnn_options(o) or None, **variant}
     if data.per_step:
         return SequenceTagger(data.n_outputs, **kw)
     return SequenceClassifier(data.n_outputs, pooling="last", **kw)
@@ -234,6 +238,7 @@ def _report(split: str, weights: str, m: dict, data: SeriesDataset) -> str:
 def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, "regress", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    variant = structure.model_options(o, given)
     out = _out_dir(o)
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
@@ -250,12 +255,12 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build(checkpoint.meta.get("model")) if checkpoint else _model(o, data)
+        model = build(checkpoint.meta.get("model")) if checkpoint else _model(o, data, variant)
         options = train_options(o)
     except ValueError as exc:
         raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
-    task = RegressionTask(model, device=device)
+    task = structure.budget_task(RegressionTask(model, device=device), model)
     meta = {"task": "series", "run": o, "sources": sources, "series": data.to_json()}
     trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
@@ -269,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     shape = "a value at every step" if data.per_step else "last state → values"
-    print(f"model: {c['layers']} x rnnlab {c['cell'].upper().replace('RNN_', 'RNN-')}({c['hidden']}), {shape} "
+    print(f"model: {c['layers']} x rnnlab {c['cell'].upper().replace('RNN_', 'RNN-')}({c['hidden']})"
+          f"{structure.describe(c)}, {shape} "
           f"({_plural(c['n_outputs'], 'output')}{' per step' if data.per_step else ''})"
           + (f", dropout {c['dropout']:g}" if c["dropout"] else "")
           + f"; {n_params:,} parameters; batches of {o['batch_size']} windows; engine {engine}; the loss is the MSE "

@@ -19,15 +19,16 @@ from ..data.seq2seq import HOLDOUTS, LEVELS, TASKS, DateTask, Seq2SeqVocab, Symb
 from ..data.series import sha256_file
 from ..data.text import DataError
 from ..models.seq2seq import ATTENTIONS, Seq2Seq, build_seq2seq
-from ..models.lm import CELLS
 from ..train.metrics import MetricsLog
 from ..train.compat import check_kind, check_vocab_fits
 from ..train.seq2seq import Seq2SeqTask, evaluate_seq2seq, seq2seq_sizes
 from ..train.tagging import SentenceBatches
+from ..variants import ALL_CELLS
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
 from . import regularisation
+from . import structure
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -73,6 +74,7 @@ DEFAULTS = {
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
+    **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -82,7 +84,8 @@ _FLAGS = ("task", "train", "valid", "test", "level", "min_count", "min_len", "ma
           "bidirectional", "attention", "input_feeding", "dropout", "sampling_prob", "beam", "length_penalty",
           "bucket_width", "epochs", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "clip_value",
           "lr_decay", "decay_start", "plateau", "patience", "seed", "max_minutes",
-          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS)
+          "max_steps", "device", "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS,
+          *structure.FLAGS)
 _TASK_ONLY = ("min_len", "max_len", "alphabet", "holdout", "batches", "valid_size")
 _FILE_ONLY = ("level", "min_count")
 
@@ -152,7 +155,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="source and target embedding size"
                    + _d("emb"))
-    g.add_argument("--cell", choices=CELLS, help="recurrent cell of encoder and decoder" + _d("cell"))
+    g.add_argument("--cell", choices=ALL_CELLS, help=structure.CELL_HELP + ", of encoder and decoder (--dilations "
+                   "and --skip shape the encoder only: the decoder runs step by step)" + _d("cell"))
     g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="encoder units per direction; decoder "
                    "units" + _d("hidden"))
     g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked layers of encoder and decoder"
@@ -183,6 +187,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    "print both curves")
 
     regularisation.add_flags(p, DEFAULTS)
+    structure.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS, schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/seq2seq-<task>-<time>")
 
@@ -283,11 +288,11 @@ def _read(o: dict, checkpoint):
     return batches["train"], batches["valid"], batches["test"], vocab, record
 
 
-def _new_model(o: dict, vocab: Seq2SeqVocab) -> Seq2Seq:
+def _new_model(o: dict, vocab: Seq2SeqVocab, variant: dict) -> Seq2Seq:
     return Seq2Seq(len(vocab.src), len(vocab.tgt), emb=o["emb"], cell=o["cell"], hidden=o["hidden"],
                    layers=o["layers"], bidirectional=o["bidirectional"], attention=o["attention"],
                    input_feeding=o["input_feeding"], dropout=o["dropout"],
-                   rnn_options=regularisation.rnn_options(o) or None)
+                   rnn_options=regularisation.rnn_options(o) or None, **variant)
 
 
 def _pct(x: float) -> str:
@@ -318,6 +323,7 @@ def _train(given: dict) -> dict | None:
     """One run from the given flags, evaluated at its end; None when it stopped early (resumable), else
     {"model" (best weights), "valid", "device", "out"}."""
     o, checkpoint = resume_run(given, "seq2seq", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    variant = structure.model_options(o, given)
     out = out_dir(o["out"], f"seq2seq-{o['task'] or 'pairs'}")
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
@@ -336,12 +342,12 @@ def _train(given: dict) -> dict | None:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_seq2seq(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab)
+        model = build_seq2seq(checkpoint.meta.get("model")) if checkpoint else _new_model(o, vocab, variant)
         options = train_options(o)
     except ValueError as exc:
         raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
     model.to(device)
-    task = Seq2SeqTask(model, device, sampling_prob=o["sampling_prob"])
+    task = structure.budget_task(Seq2SeqTask(model, device, sampling_prob=o["sampling_prob"]), model)
     meta = {"task": "seq2seq", "vocab": vocab.to_json(), "run": o, "sources": sources}
     trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
@@ -352,7 +358,8 @@ def _train(given: dict) -> dict | None:
     att = "no attention" if c["attention"] == "none" else \
         f"{c['attention']} attention{' with input feeding' if c['input_feeding'] else ''}"
     print(f"model: emb {c['emb']} → {c['layers']} x rnnlab {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}"
-          f"({c['hidden']}) encoder → {c['dec_layers']} x {c['cell'].upper()}({c['dec_hidden']}) decoder, {att}"
+          f"({c['hidden']}){structure.describe(c)} encoder → {c['dec_layers']} x {c['cell'].upper()}"
+          f"({c['dec_hidden']}) decoder, {att}"
           + (f", scheduled sampling {o['sampling_prob']:g}" if o["sampling_prob"] else "")
           + f"; {n_params:,} parameters; engine {engine}", flush=True)
     print(train_line(options, trainer, out, checkpoint, note=" (rates count target tokens)"), flush=True)
@@ -385,6 +392,7 @@ def _compare_attention(given: dict) -> int:
         raise UsageError("--compare-attention starts two new runs; resume one of them on its own (--resume "
                          "OUT/none or OUT/KIND) and drop --compare-attention")
     o = _resolve(given)  # the usage errors of the runs, before any training
+    structure.model_options(dict(o), given)
     kind = o["attention"]
     if kind == "none":
         raise UsageError("--compare-attention compares --attention none with additive or multiplicative attention; "

@@ -12,14 +12,15 @@ import torch
 from ..data.conllu import COLUMNS, TaggingVocab, read_conllu_sentences
 from ..data.series import sha256_file
 from ..data.text import DataError
-from ..models.tagger import CELLS, build_tagger
+from ..models.tagger import CELLS, CHAR_CELLS, build_tagger
 from ..train.metrics import MetricsLog
 from ..train.compat import check_kind, check_vocab_fits
 from ..train.tagging import SentenceBatches, TaggingTask, encode, evaluate_tagger, tagger_sizes
 from .common import FINISHED, add_kind_parser, add_output_group, add_training_group, default_text, engine_name, \
     fit_with_stop_handler, flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, \
     resume_run, torch_device, train_line, train_options
-from . import regularisation
+from . import embeddings, regularisation
+from . import structure
 from .options import UsageError, float_range, int_range, positive_int, resume_error
 
 # Every default next to its reason. Flags default to None in argparse so that "given" can be told from "default".
@@ -55,6 +56,8 @@ DEFAULTS = {
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
+    **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
+    **embeddings.DEFAULTS,  # no pretrained vectors (Plank et al.'s 94.6 used none); reasons in cli/embeddings.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
 RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
@@ -63,7 +66,7 @@ _FLAGS = ("train", "valid", "test", "column", "min_count", "emb", "char_emb", "c
           "layers", "cell", "dropout", "word_dropout", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr",
           "momentum", "weight_decay", "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience",
           "seed", "max_minutes", "max_steps", "device", "threads", "out", "resume", "log_every", "quiet",
-          *regularisation.FLAGS)
+          *regularisation.FLAGS, *structure.FLAGS, *embeddings.FLAGS)
 
 EPILOG = """\
 examples:
@@ -113,19 +116,22 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    + _d("char_emb"))
     g.add_argument("--char-hidden", type=int_range(0, 65536), metavar="H", help="units per direction of the "
                    "character BiRNN; 0 = no character features" + _d("char_hidden"))
-    g.add_argument("--char-cell", choices=CELLS, help="character BiRNN cell" + _d("char_cell"))
+    g.add_argument("--char-cell", choices=CHAR_CELLS, help="character BiRNN cell" + _d("char_cell"))
     g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="units per direction of the sentence "
                    "BiRNN" + _d("hidden"))
     g.add_argument("--layers", type=int_range(1, 64), metavar="L", help="stacked bidirectional layers"
                    + _d("layers"))
-    g.add_argument("--cell", choices=CELLS, help="sentence BiRNN cell" + _d("cell"))
+    g.add_argument("--cell", choices=CELLS, help="sentence BiRNN cell: lstm, gru or layer-normalised "
+                   "(layernorm_lstm, layernorm_gru; Ba et al. 2016)" + _d("cell"))
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout on the word features, between layers and before the output" + _d("dropout"))
     g.add_argument("--word-dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="replace a training word by <unk> with probability P (helps unknown words)"
                    + _d("word_dropout"))
+    embeddings.add_flags(g)
 
     regularisation.add_flags(p, DEFAULTS)
+    structure.add_flags(p, DEFAULTS)
     add_training_group(p, DEFAULTS, schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/tag-<column>-<time>")
 
@@ -148,7 +154,7 @@ def _resolve(given: dict) -> dict:
     return o
 
 
-def _model_config(o: dict, vocab: TaggingVocab) -> dict:
+def _model_config(o: dict, vocab: TaggingVocab, variant: dict) -> dict:
     config = {"kind": "bi_rnn_tagger", "num_words": len(vocab.words), "num_chars": len(vocab.chars),
               "num_tags": len(vocab.tags), "emb": o["emb"], "char_emb": o["char_emb"],
               "char_hidden": o["char_hidden"], "char_cell": o["char_cell"], "hidden": o["hidden"],
@@ -157,7 +163,7 @@ def _model_config(o: dict, vocab: TaggingVocab) -> dict:
     options = regularisation.rnn_options(o)
     if options:  # only when used: a plain model's config (and checkpoint) is as before
         config["rnn_options"] = options
-    return config
+    return {**config, **variant}  # likewise: the structure keywords only when used
 
 
 def _read(o: dict, sources: dict | None):
@@ -204,6 +210,7 @@ def _per_tag_table(m: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     given = given_flags(args, _FLAGS)
     o, checkpoint = resume_run(given, "tag", RESUMABLE) if "resume" in given else (_resolve(given), None)
+    variant = structure.model_options(o, given)
     out = out_dir(o["out"], f"tag-{o['column']}")
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
@@ -221,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             vocab = TaggingVocab.build(data["train"], o["column"], o["min_count"])
         except ValueError as exc:
             raise UsageError(f"--train {o['train']}: {exc}") from None
+    vectors = None if checkpoint else embeddings.read(o, vocab.words.itos, given)  # (V, E) rows; sets o["emb"]
     pad = vocab.words.pad_id
     train = SentenceBatches(encode(data["train"], vocab), o["batch_size"], shuffle=True, seed=o["seed"], pad_id=pad,
                             name=o["train"])
@@ -229,12 +237,14 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(o["seed"])  # the initial weights
     try:
-        model = build_tagger(checkpoint.meta.get("model") if checkpoint else _model_config(o, vocab))
+        model = build_tagger(checkpoint.meta.get("model") if checkpoint else _model_config(o, vocab, variant))
         options = train_options(o)
     except ValueError as exc:
         raise resume_error(checkpoint, exc) if checkpoint else UsageError(str(exc)) from None
+    loaded = embeddings.load(model.embed, vectors, o, pad)
+    embeddings.freeze(model.embed, o)
     model.to(device)
-    task = TaggingTask(model, device)
+    task = structure.budget_task(TaggingTask(model, device), model)
     meta = {"task": "tagging", "vocab": vocab.to_json(), "run": o, "sources": sources}
     trainer = make_trainer(model, task, train, valid, options, out, meta, checkpoint)
 
@@ -248,9 +258,12 @@ def run(args: argparse.Namespace) -> int:
     c = model.config
     chars = (f"char Bi{c['char_cell'].upper()}({c['char_hidden']}) ⊕ " if c["char_hidden"] else "")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: emb {c['emb']} ⊕ {chars}{c['layers']} x rnnlab Bi{c['cell'].upper()}({c['hidden']}) tagger, "
+    print(f"model: emb {c['emb']} ⊕ {chars}{c['layers']} x rnnlab Bi{c['cell'].upper()}({c['hidden']})"
+          f"{structure.describe(c)} tagger, "
           f"dropout {c['dropout']:g}" + (f", word dropout {c['word_dropout']:g}" if c["word_dropout"] else "")
           + f"; {n_params:,} parameters; batches of {o['batch_size']} sentences; engine {engine}", flush=True)
+    if loaded:
+        print(loaded, flush=True)
     print(train_line(options, trainer, out, checkpoint), flush=True)
 
     summary = fit_with_stop_handler(trainer)

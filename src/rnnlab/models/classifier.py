@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import init as rnn_init
-from ..layers import GRU, LSTM, RNN, check_rnn_options
-from .lm import CELLS  # the same four cells as the language model
+from ..layers import check_rnn_options
+from ..variants import ALL_CELLS, check_dilations, init_recurrent_, recurrent_layer, structure_config
 
+CELLS = ALL_CELLS  # the cells the encoder takes, as the language model (rnnlab.variants)
 POOLINGS = ("last", "mean", "max")
 TASKS = ("classify", "regress")
 INITS = ("default", "orthogonal", "identity", "chrono")
@@ -49,7 +49,8 @@ class _Encoder(nn.Module):
 
     def __init__(self, *, vocab_size: int | None, input_size: int | None, one_hot: bool, emb: int | None,
                  cell: str, hidden: int, layers: int, bidirectional: bool, dropout: float, init: str,
-                 rnn_options: dict | None = None, init_length: int | None = None) -> None:
+                 rnn_options: dict | None = None, init_length: int | None = None, dilations=None,
+                 skip: bool = False, skip_budget: float = 0.0) -> None:
         super().__init__()
         self.rnn_options = check_rnn_options(rnn_options)
         if (vocab_size is None) == (input_size is None):
@@ -65,9 +66,10 @@ class _Encoder(nn.Module):
         if self.one_hot and emb is not None:
             raise ValueError(f"one_hot input has size vocab_size ({vocab_size}) and no embedding; got emb={emb!r}. "
                              "Leave emb unset with one_hot=True")
-        self.cell = _check_choice("cell", cell, CELLS)
+        self.cell = _check_choice("cell", cell, ALL_CELLS)
         self.hidden = _check_int("hidden", hidden)
         self.layers = _check_int("layers", layers)
+        dilations = check_dilations(dilations)
         self.bidirectional = bool(bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1) (the probability of zeroing an activation); "
@@ -77,7 +79,7 @@ class _Encoder(nn.Module):
         if init == "identity" and not cell.startswith("rnn_"):
             raise ValueError(f"init='identity' is the IRNN initialisation (Le et al. 2015) of an Elman RNN; got "
                              f"cell={cell!r}. Use cell='rnn_relu' with it, or init='orthogonal' for LSTM/GRU")
-        if init == "chrono" and cell != "lstm":
+        if init == "chrono" and cell != "lstm":  # layernorm_lstm too: its biases are its LN shifts
             raise ValueError(f"init='chrono' (Tallec & Ollivier 2018) sets an LSTM's forget- and input-gate biases; "
                              f"got cell={cell!r}. Use cell='lstm' with it")
         self.init_length = _check_int("init_length", init_length, 3, "init='chrono' needs the longest dependency "
@@ -89,20 +91,11 @@ class _Encoder(nn.Module):
             self.emb = None
             self.embedding = None
         rnn_in = self.input_size if self.input_size is not None else (self.emb or self.vocab_size)
-        kwargs = {"num_layers": self.layers, "batch_first": True, "dropout": self.dropout,
-                  "bidirectional": self.bidirectional, **self.rnn_options}
-        if cell == "lstm":
-            self.rnn = LSTM(rnn_in, hidden, **kwargs)
-        elif cell == "gru":
-            self.rnn = GRU(rnn_in, hidden, **kwargs)
-        else:
-            self.rnn = RNN(rnn_in, hidden, nonlinearity=cell[4:], **kwargs)
-        if init == "orthogonal":
-            rnn_init.orthogonal_(self.rnn)
-        elif init == "identity":
-            rnn_init.identity_(self.rnn)
-        elif init == "chrono":
-            rnn_init.chrono_(self.rnn, self.init_length)
+        self.rnn = recurrent_layer(cell, rnn_in, hidden, self.layers, batch_first=True, dropout=self.dropout,
+                                   bidirectional=self.bidirectional, dilations=dilations, skip=skip,
+                                   skip_budget=skip_budget, rnn_options=self.rnn_options)
+        self.layers = self.rnn.num_layers  # a dilated stack has one layer per dilation
+        init_recurrent_(self.rnn, init, self.init_length)
         self.drop = nn.Dropout(self.dropout)
         self.features = hidden * (2 if self.bidirectional else 1)  # D*H: what the head reads
 
@@ -114,6 +107,7 @@ class _Encoder(nn.Module):
             config["init_length"] = self.init_length
         if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
             config["rnn_options"] = dict(self.rnn_options)
+        config.update(structure_config(self.rnn))  # likewise: dilations / skip only when used
         return config
 
     def _inputs(self, x: Tensor) -> Tensor:
@@ -127,7 +121,7 @@ class _Encoder(nn.Module):
                              f"{tuple(x.shape)}")
         if self.embedding is not None:
             return self.embedding(x)  # (B, T, E)
-        return F.one_hot(x, self.vocab_size).to(self.rnn.weight_ih_l0.dtype)  # (B, T, V)
+        return F.one_hot(x, self.vocab_size).to(next(self.rnn.parameters()).dtype)  # (B, T, V)
 
     def encode(self, x: Tensor, lengths: Tensor | None):
         """(out (B, T, D*H) with zeros at padded steps, mask (B, T) of valid steps, last (B, D*H)): ``last`` is
@@ -168,7 +162,9 @@ class SequenceClassifier(_Encoder):
     ``max``. Then dropout and a linear head: logits for ``task="classify"`` (``n_outputs`` classes), values for
     ``task="regress"`` (``n_outputs`` numbers, no activation). ``rnn_options``: the recurrent layers' regularisation
     keywords (``rnnlab.layers``: weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout,
-    zoneout).
+    zoneout). ``cell`` is any of ``rnnlab.variants.ALL_CELLS``; ``dilations`` (one per layer) makes the stack a
+    ``DilatedRNN``, ``skip=True`` a ``SkipRNN`` (budget loss weight ``skip_budget``; ``rnnlab.variants``). Every
+    structure reads the batch packed, so padding still changes no prediction.
     """
 
     def __init__(self, n_outputs: int, *, vocab_size: int | None = None, input_size: int | None = None,
@@ -183,10 +179,13 @@ class SequenceClassifier(_Encoder):
                  task: str = "classify",
                  init: str = "default",  # torch.nn's uniform init; 'identity' makes an IRNN
                  rnn_options: dict | None = None,  # None: the plain layers
-                 init_length: int | None = None) -> None:  # init='chrono' only: the longest dependency, in steps
+                 init_length: int | None = None,  # init='chrono' only: the longest dependency, in steps
+                 dilations=None,  # None: plain stacking; one dilation per layer makes a DilatedRNN
+                 skip: bool = False, skip_budget: float = 0.0) -> None:  # True: a SkipRNN, budget loss weight λ
         super().__init__(vocab_size=vocab_size, input_size=input_size, one_hot=one_hot, emb=emb, cell=cell,
                          hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init,
-                         rnn_options=rnn_options, init_length=init_length)
+                         rnn_options=rnn_options, init_length=init_length, dilations=dilations, skip=skip,
+                         skip_budget=skip_budget)
         self.task = _check_choice("task", task, TASKS)
         self.n_outputs = _check_int("n_outputs", n_outputs, 2 if task == "classify" else 1,
                                     "A classifier needs at least two classes" if task == "classify" else "")
@@ -232,11 +231,13 @@ class SequenceTagger(_Encoder):
     def __init__(self, n_outputs: int, *, vocab_size: int | None = None, input_size: int | None = None,
                  one_hot: bool = False, emb: int | None = None, cell: str = "lstm", hidden: int = 128,
                  layers: int = 1, bidirectional: bool = False, dropout: float = 0.0, init: str = "default",
-                 task: str = "classify", rnn_options: dict | None = None, init_length: int | None = None) -> None:
+                 task: str = "classify", rnn_options: dict | None = None, init_length: int | None = None,
+                 dilations=None, skip: bool = False, skip_budget: float = 0.0) -> None:
         # The defaults and their reasons are SequenceClassifier's.
         super().__init__(vocab_size=vocab_size, input_size=input_size, one_hot=one_hot, emb=emb, cell=cell,
                          hidden=hidden, layers=layers, bidirectional=bidirectional, dropout=dropout, init=init,
-                         rnn_options=rnn_options, init_length=init_length)
+                         rnn_options=rnn_options, init_length=init_length, dilations=dilations, skip=skip,
+                         skip_budget=skip_budget)
         self.task = _check_choice("task", task, TASKS)
         self.n_outputs = _check_int("n_outputs", n_outputs, 2 if task == "classify" else 1,
                                     "The per-step head classifies; give at least two classes" if task == "classify"

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import GRU, LSTM, RNN, check_rnn_options
+from ..layers import check_rnn_options
+from ..variants import ALL_CELLS, has_cell_state, recurrent_layer, structure_config
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+CELLS = ALL_CELLS  # the cells the model takes: the plain four and the layer-normalised two (rnnlab.variants)
 
 
 def _check_int(name: str, value, lo: int = 1) -> int:
@@ -52,6 +53,13 @@ class RecurrentLM(nn.Module):
     (Merity et al. 2017) ``{"weight_drop": 0.5, "input_dropout": 0.4, "locked_dropout": 0.25,
     "output_dropout": 0.4}`` with ``dropout=0`` — the locked dropouts take the places of ``dropout``'s three
     (embedding, between layers, before the decoder).
+
+    ``cell`` is any of ``rnnlab.variants.ALL_CELLS`` (the plain four and 'layernorm_lstm', 'layernorm_gru'), and
+    ``skip=True`` makes the stack a Skip RNN (``rnnlab.variants.SkipRNN``; a training loss adds its budget loss,
+    weight ``skip_budget``, with ``rnnlab.variants.budget_loss``). Its ũ restarts at 1 on every call, so each TBPTT
+    chunk's first step updates the state — and generation, one token per call, updates at every token.
+    ``dilations`` are refused: a dilated layer l reads h_{t-d_l}, so carrying the state from one chunk to the next
+    would need the last d_l states of each layer, which ``DilatedRNN`` does not return.
     """
 
     def __init__(self, vocab_size: int, *, cell: str = "lstm", layers: int = 1,
@@ -60,12 +68,18 @@ class RecurrentLM(nn.Module):
                  emb: int | None = None,  # None: the same as hidden, so that tie=True works without another option
                  dropout: float = 0.0,  # 0: small models on small data barely overfit; raise it (0.2-0.5) for PTB
                  tie: bool = False, one_hot: bool = False,
-                 rnn_options: dict | None = None) -> None:  # None: the plain layers
+                 rnn_options: dict | None = None,  # None: the plain layers
+                 dilations=None,  # refused (see the class doc); accepted as a keyword to say why
+                 skip: bool = False, skip_budget: float = 0.0) -> None:  # False, 0: plain stacking
         super().__init__()
         self.vocab_size = _check_int("vocab_size", vocab_size)
         self.rnn_options = check_rnn_options(rnn_options)
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
+        if cell not in ALL_CELLS:
+            raise ValueError(f"cell must be one of {', '.join(ALL_CELLS)}; got {cell!r}")
+        if dilations is not None:
+            raise ValueError(f"dilations={dilations!r}: a language model carries its state from one TBPTT chunk to "
+                             "the next, and a dilated layer would need its last d states per layer, which DilatedRNN "
+                             "does not return; drop dilations for the LM (use skip or a plain stack)")
         self.cell, self.layers = cell, _check_int("layers", layers)
         self.hidden = _check_int("hidden", hidden)
         if one_hot:
@@ -84,13 +98,8 @@ class RecurrentLM(nn.Module):
                              "or drop tie")
         self.encoder = None if one_hot else nn.Embedding(vocab_size, self.emb)
         self.drop = nn.Dropout(self.dropout)
-        ro = self.rnn_options
-        if cell == "lstm":
-            self.rnn = LSTM(self.emb, hidden, layers, dropout=self.dropout, **ro)
-        elif cell == "gru":
-            self.rnn = GRU(self.emb, hidden, layers, dropout=self.dropout, **ro)
-        else:
-            self.rnn = RNN(self.emb, hidden, layers, nonlinearity=cell[4:], dropout=self.dropout, **ro)
+        self.rnn = recurrent_layer(cell, self.emb, hidden, layers, dropout=self.dropout, skip=skip,
+                                   skip_budget=skip_budget, rnn_options=self.rnn_options)
         self.decoder = nn.Linear(hidden, vocab_size)
         self._init_weights()
         if tie:
@@ -111,13 +120,14 @@ class RecurrentLM(nn.Module):
                   "tie": self.tie, "one_hot": self.one_hot}
         if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
             config["rnn_options"] = dict(self.rnn_options)
+        config.update(structure_config(self.rnn))  # likewise: only a Skip RNN adds its fields
         return config
 
     def init_state(self, batch_size: int, device=None):
-        """Zeros: (h, c) for an LSTM, h otherwise; each (layers, B, hidden)."""
+        """Zeros: (h, c) for an LSTM (plain or layer-normalised), h otherwise; each (layers, B, hidden)."""
         w = self.decoder.weight
         h = torch.zeros(self.layers, batch_size, self.hidden, dtype=w.dtype, device=device or w.device)
-        return (h, h.clone()) if self.cell == "lstm" else h
+        return (h, h.clone()) if has_cell_state(self.cell) else h
 
     @staticmethod
     def reorder_state(state, index: Tensor):

@@ -45,6 +45,12 @@ step ⊕ backward direction after step 0, per layer). Decoder layer l takes enco
 same depth, else every decoder layer takes the encoder's top layer. When D*H_e equals H_d the states pass through;
 otherwise a linear map: h_0 = tanh(W_h h_enc + b_h) (Bahdanau et al.'s s_0 = tanh(W_s h←_1)), c_0 = W_c' c_enc + b.
 
+Variants (``rnnlab.variants``): ``cell`` may be 'layernorm_lstm' or 'layernorm_gru' (encoder and decoder; the
+decoder's ``.step`` is the layer run on one step, as for the plain cells). The encoder's structure may be a dilated
+stack (``dilations``, one per layer, which sets ``layers``) or a Skip RNN (``skip``, budget loss weight
+``skip_budget``); the decoder stays a plain stack of the cell, since it runs step by step in decoding, where a
+dilated layer would need its last d states and a Skip RNN restarts its update gate at every call.
+
 Recurrent regularisation: ``rnn_options`` (weight_drop, input_dropout, locked_dropout, output_dropout,
 recurrent_dropout, zoneout; see ``rnnlab.layers``) go to the encoder's and the decoder's layers alike. Their masks
 are drawn per call of a layer, so when the decoder runs step-wise (input feeding, scheduled sampling) the
@@ -72,8 +78,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..layers import GRU, LSTM, RNN, check_rnn_options
-from .lm import CELLS
+from ..layers import check_rnn_options
+from ..variants import ALL_CELLS, check_dilations, has_cell_state, recurrent_layer, structure_config
 
 ATTENTIONS = ("none", "additive", "multiplicative")
 # The ids of the specials in every rnnlab seq2seq vocabulary (rnnlab.data.seq2seq.SPECIALS: <pad> <unk> <bos> <eos>).
@@ -101,14 +107,11 @@ def _check_prob(name: str, value, hi_open: bool = True) -> float:
 
 
 def _rnn(cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, dropout: float,
-         rnn_options: dict) -> nn.Module:
-    kwargs = {"num_layers": layers, "batch_first": True, "dropout": dropout if layers > 1 else 0.0,
-              "bidirectional": bidirectional, **rnn_options}
-    if cell == "lstm":
-        return LSTM(input_size, hidden, **kwargs)
-    if cell == "gru":
-        return GRU(input_size, hidden, **kwargs)
-    return RNN(input_size, hidden, nonlinearity=cell[4:], **kwargs)
+         rnn_options: dict, **structure) -> nn.Module:
+    """A recurrent layer (``rnnlab.variants.recurrent_layer``), batch first, dropout only between layers;
+    ``structure``: the encoder's dilations / skip / skip_budget."""
+    return recurrent_layer(cell, input_size, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0,
+                           bidirectional=bidirectional, rnn_options=rnn_options, **structure)
 
 
 @dataclass
@@ -183,7 +186,7 @@ class _DecoderModel(nn.Module):
         self.tgt_vocab = _check_int("tgt_vocab", tgt_vocab, 4, "The target vocabulary holds at least the four "
                                     "specials <pad> <unk> <bos> <eos>")
         self.emb = _check_int("emb", emb)
-        self.cell = _check_choice("cell", cell, CELLS)
+        self.cell = _check_choice("cell", cell, ALL_CELLS)
         self.dec_hidden = _check_int("dec_hidden", dec_hidden)
         self.dec_layers = _check_int("dec_layers", dec_layers)
         self.attention_kind = _check_choice("attention", attention, ATTENTIONS)
@@ -222,7 +225,8 @@ class _DecoderModel(nn.Module):
 
     @property
     def _is_lstm(self) -> bool:
-        return self.cell == "lstm"
+        """Whether the state is (h, c): an LSTM, plain or layer-normalised."""
+        return has_cell_state(self.cell)
 
     # -- one step -----------------------------------------------------------------------------------------------
     def _attend(self, s: Tensor, mem: Memory) -> tuple[Tensor, Tensor]:
@@ -428,12 +432,17 @@ class Seq2Seq(_DecoderModel):
                  input_feeding: bool = False,  # off: the decoder runs in one call (see the module doc)
                  dropout: float = 0.0,  # generated data never repeats, so nothing to regularise against
                  pad_id: int = PAD_ID, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
-                 rnn_options: dict | None = None) -> None:  # None: the plain layers (encoder and decoder)
+                 rnn_options: dict | None = None,  # None: the plain layers (encoder and decoder)
+                 dilations=None,  # None: a plain encoder stack; one dilation per layer: a dilated encoder
+                 skip: bool = False, skip_budget: float = 0.0) -> None:  # True: a Skip RNN encoder, budget λ
         super().__init__()
         self.src_vocab = _check_int("src_vocab", src_vocab, 2, "The source vocabulary holds at least <pad> and "
                                     "one symbol")
         self.hidden = _check_int("hidden", hidden)
         self.layers = _check_int("layers", layers)
+        dilations = check_dilations(dilations)
+        if dilations is not None and self.layers == 1:
+            self.layers = len(dilations)  # one encoder layer per dilation (and as many decoder layers by default)
         self.bidirectional = bool(bidirectional)
         dec_hidden = self.hidden if dec_hidden is None else dec_hidden
         dec_layers = self.layers if dec_layers is None else dec_layers
@@ -445,7 +454,7 @@ class Seq2Seq(_DecoderModel):
                            rnn_options=rnn_options)
         self.src_embedding = nn.Embedding(self.src_vocab, self.emb)
         self.encoder = _rnn(self.cell, self.emb, self.hidden, self.layers, self.bidirectional, self.dropout,
-                            self.rnn_options)
+                            self.rnn_options, dilations=dilations, skip=skip, skip_budget=skip_budget)
         if self.memory_size != self.dec_hidden:
             self.bridge_h = nn.Linear(self.memory_size, self.dec_hidden)  # W_h, b_h
             self.bridge_c = nn.Linear(self.memory_size, self.dec_hidden) if self._is_lstm else None
@@ -455,7 +464,8 @@ class Seq2Seq(_DecoderModel):
     @property
     def config(self) -> dict:
         return {"kind": "seq2seq", "src_vocab": self.src_vocab, **self._decoder_config(), "hidden": self.hidden,
-                "layers": self.layers, "bidirectional": self.bidirectional}
+                "layers": self.layers, "bidirectional": self.bidirectional,
+                **structure_config(self.encoder)}  # dilations / skip only when used: a plain config is as before
 
     def _bridge(self, h_n: Tensor, linear: nn.Linear | None, squash: bool) -> Tensor:
         """Encoder final states (L_e*D, B, H_e) → the decoder's initial states (L_d, B, H_d)."""

@@ -22,8 +22,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..layers import GRU, LSTM, check_rnn_options
+from ..variants import check_dilations, recurrent_layer, structure_config
 
-CELLS = ("lstm", "gru")
+CHAR_CELLS = ("lstm", "gru")  # the small character BiRNN stays a plain layer
+CELLS = ("lstm", "gru", "layernorm_lstm", "layernorm_gru")  # the sentence BiRNN: gated cells, plain or LN
 _RNN = {"lstm": LSTM, "gru": GRU}
 
 
@@ -40,9 +42,9 @@ def _check_prob(name: str, value, meaning: str) -> float:
     return float(value)
 
 
-def _check_cell(name: str, value) -> str:
-    if value not in CELLS:
-        raise ValueError(f"{name} must be one of {', '.join(CELLS)}; got {value!r}")
+def _check_cell(name: str, value, cells: tuple = CELLS) -> str:
+    if value not in cells:
+        raise ValueError(f"{name} must be one of {', '.join(cells)}; got {value!r}")
     return value
 
 
@@ -56,6 +58,9 @@ class BiRNNTagger(nn.Module):
     2016). ``pad_id`` / ``unk_id`` are the word vocabulary's; character id 0 is the characters' padding.
     ``rnn_options``: the sentence-level recurrent layers' regularisation keywords (``rnnlab.layers``: weight_drop,
     input_dropout, locked_dropout, output_dropout, recurrent_dropout, zoneout); the character layer stays plain.
+    The sentence BiRNN's ``cell`` may also be 'layernorm_lstm' or 'layernorm_gru', and its structure a dilated
+    stack (``dilations``, one per layer) or a Skip RNN (``skip``, budget loss weight ``skip_budget``); see
+    ``rnnlab.variants``.
     """
 
     def __init__(self, num_words: int, num_chars: int, num_tags: int, *,
@@ -69,7 +74,9 @@ class BiRNNTagger(nn.Module):
                  dropout: float = 0.33,  # Dozat & Manning's tagger/parser rate; POS data overfits quickly
                  word_dropout: float = 0.0,  # off: the plain model; 0.05-0.25 helps unknown words a little
                  pad_id: int = 0, unk_id: int = 1,
-                 rnn_options: dict | None = None) -> None:  # None: the plain layers
+                 rnn_options: dict | None = None,  # None: the plain layers
+                 dilations=None,  # None: plain stacking; one dilation per layer makes a DilatedRNN
+                 skip: bool = False, skip_budget: float = 0.0) -> None:  # True: a SkipRNN, budget loss weight λ
         super().__init__()
         self.rnn_options = check_rnn_options(rnn_options)
         self.num_words = _check_int("num_words", num_words, 2, " (the vocabulary has <pad> and <unk> at least)")
@@ -80,7 +87,8 @@ class BiRNNTagger(nn.Module):
         self.char_hidden = _check_int("char_hidden", char_hidden, 0, "; use 0 for no character features")
         self.hidden = _check_int("hidden", hidden)
         self.layers = _check_int("layers", layers)
-        self.cell, self.char_cell = _check_cell("cell", cell), _check_cell("char_cell", char_cell)
+        self.cell, self.char_cell = _check_cell("cell", cell), _check_cell("char_cell", char_cell, CHAR_CELLS)
+        dilations = check_dilations(dilations)
         self.dropout = _check_prob("dropout", dropout, "the probability of zeroing an activation")
         self.word_dropout = _check_prob("word_dropout", word_dropout, "the probability of replacing a training "
                                         "word by <unk>")
@@ -100,8 +108,10 @@ class BiRNNTagger(nn.Module):
             self.char_embed = self.char_rnn = None
         self.features = emb + 2 * char_hidden
         self.drop = nn.Dropout(self.dropout)
-        self.rnn = _RNN[cell](self.features, hidden, layers, dropout=self.dropout, bidirectional=True,
-                              **self.rnn_options)
+        self.rnn = recurrent_layer(cell, self.features, hidden, layers, dropout=self.dropout, bidirectional=True,
+                                   dilations=dilations, skip=skip, skip_budget=skip_budget,
+                                   rnn_options=self.rnn_options)
+        self.layers = self.rnn.num_layers  # a dilated stack has one layer per dilation
         self.out = nn.Linear(2 * hidden, num_tags)
 
     @property
@@ -113,6 +123,7 @@ class BiRNNTagger(nn.Module):
                   "word_dropout": self.word_dropout, "pad_id": self.pad_id, "unk_id": self.unk_id}
         if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
             config["rnn_options"] = dict(self.rnn_options)
+        config.update(structure_config(self.rnn))  # likewise: dilations / skip only when used
         return config
 
     def char_features(self, chars: Tensor) -> Tensor:

@@ -110,3 +110,12 @@ def test_bad_run_dirs_are_one_line(capsys, tmp_path):
     Trainer(model, loss, [batch], None, TrainOptions(epochs=1, quiet=True), out_dir=tmp_path / "plain",
             print_fn=lambda s: None).fit()
     one_line_error(capsys, "diagnose", tmp_path / "plain", "--out", tmp_path / "x", must=["not a run of 'rnnlab task'"])
+
+
+def test_refuses_to_run_under_torchrun_with_several_processes(capsys, tmp_path, monkeypatch):
+    # Every rank would train the same probe models and write the same report into the same --out.
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    one_line_error(capsys, "diagnose", "--task", "adding", "--steps", "2", "--out", tmp_path / "d",
+                   must=["runs in one process; torchrun started 2 (WORLD_SIZE)"])
+    assert not (tmp_path / "d").exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.compat import describe
 from ..train.lm import load_lm
 from ..train.supervised import load_sequence_model
+from ..train import distributed
 from ..train.trainer import Trainer
 from ..variants import PLAIN_CELLS as CELLS  # the gradient-flow measurements read the plain layers only
 from . import structure
@@ -345,6 +347,10 @@ def _train(ns, model, train, task, run_out: Path, history_every: int | None, lab
 
 # -- the run -------------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    if distributed.launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every rank would train the same probe models and write the same report: one process does the job.
+        raise UsageError(f"rnnlab diagnose runs in one process; torchrun started {os.environ['WORLD_SIZE']} "
+                         "(WORLD_SIZE). Run it without torchrun (diagnose a DDP run's RUN_DIR from one process)")
     _check(args)
     device = torch_device(args.device, args.threads)
     engine_name(device)

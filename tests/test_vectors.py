@@ -189,3 +189,20 @@ def test_embedding_flag_errors_are_one_line(classify_data, tmp_path, capsys):
     one_line_error(capsys, *base, "--embeddings", tmp_path / "missing.txt", must=["no such vectors file"])
     (tmp_path / "bad.txt").write_text("good 1 2\nbad 1\n", encoding="utf-8")
     one_line_error(capsys, *base, "--embeddings", tmp_path / "bad.txt", must=["line 2: 1 numbers"])
+
+
+def test_a_rare_training_word_with_a_vector_keeps_its_row(tmp_path, capsys):
+    # "plotx" occurs once in training: below --min-count 2 it would be <unk>, but the file has a vector for it.
+    rows = [f"{t}\t{y}\n" for y, t in examples(40, 0)] + ["a plotx film\tpos\n", "a onlyonce film\tneg\n"]
+    (tmp_path / "train.tsv").write_text("".join(rows), encoding="utf-8")
+    path, table = _vectors_file(tmp_path, ["good", "plotx"], 4)
+    out = tmp_path / "run"
+    tiny = _tiny(CLASSIFY_TINY, "16")
+    tiny[tiny.index("--min-count") + 1] = "2"
+    rc, _, err = cli(capsys, "train", "classify", "--train", tmp_path / "train.tsv", "--epochs", "1", "--embeddings",
+                     path, "--freeze-embeddings", "--out", out, *tiny)
+    assert rc == 0, err
+    model, ckpt = load_sequence_model(out, prefer="last")
+    vocab = TextVocab.from_json(ckpt.meta["vocab"])
+    assert "plotx" in vocab.words and "onlyonce" not in vocab.words  # kept for its vector; the other is <unk>
+    assert torch.allclose(model.embedding.weight[vocab.words.stoi["plotx"]].detach(), table["plotx"], atol=1e-6)

@@ -2,8 +2,9 @@
 word2vec / fastText text, optionally .gz; the reader is ``rnnlab.data.vectors``), shared by ``rnnlab train classify``
 and ``rnnlab train tag``.
 
-A command calls ``read(o, words, given)`` after building its vocabulary and before building its model (the vectors
-fix ``--emb``), ``load(embedding, rows, o, pad_id)`` on the new model, and ``freeze(embedding, o)`` on every run,
+A command calls ``read(o, words, given)`` with every training word before building its vocabulary (a word rarer
+than ``--min-count`` is kept when the file has a vector for it; ``PretrainedRows.reindex`` then maps the rows to the
+vocabulary) and before building its model (the vectors fix ``--emb``), ``load(embedding, rows, o, pad_id)`` on the new model, and ``freeze(embedding, o)`` on every run,
 resumed ones included (a resumed run keeps its options; its weights are already in the checkpoint, so the file is
 not read again).
 """
@@ -30,8 +31,8 @@ def add_flags(g: argparse._ArgumentGroup) -> None:
     """The two flags, in a command's "model" group."""
     g.add_argument("--embeddings", metavar="FILE", help="start the word embedding from pretrained vectors: a GloVe "
                    "or word2vec/fastText text file ('word v_1 ... v_E' per line; .gz too). Sets --emb to their "
-                   "dimension; vocabulary words the file lacks keep a random start (default: none, trained from "
-                   "scratch)")
+                   "dimension; training words rarer than --min-count still get a row when the file has them; words "
+                   "the file lacks keep a random start (default: none, trained from scratch)")
     g.add_argument("--freeze-embeddings", action="store_true", default=None, help="keep the pretrained vectors "
                    "fixed instead of fine-tuning them (default: fine-tune)")
 

@@ -248,12 +248,18 @@ def run(args: argparse.Namespace) -> int:
             check_vocab_fits(checkpoint.path, config, classifier_sizes(vocab))
         except ValueError as exc:  # CheckpointError is a ValueError
             raise resume_error(checkpoint, exc) from None
+        vectors = None  # a resumed run: its embedding is in the checkpoint
     else:
         try:
-            vocab = TextVocab.build(data["train"], o["min_count"], o["lowercase"])
+            # With pretrained vectors, a training word rarer than --min-count still gets its own row when the file
+            # has a vector for it: read the vectors of every training word, then keep those.
+            words = TextVocab.build(data["train"], 1, o["lowercase"]).words.itos if o.get("embeddings") else []
+            vectors = embeddings.read(o, words, given)  # (V_all, E) rows or None; sets o["emb"]
+            keep = {w for w, f in zip(words, vectors.found.tolist()) if f} if vectors is not None else frozenset()
+            vocab = TextVocab.build(data["train"], o["min_count"], o["lowercase"], keep=keep)
         except DataError as exc:
             raise UsageError(f"--train {exc}") from None
-    vectors = None if checkpoint else embeddings.read(o, vocab.words.itos, given)  # (V, E) rows; sets o["emb"]
+        vectors = vectors.reindex(words, vocab.words.itos) if vectors is not None else None  # (V, E)
     batches = {}
     for split in ("train", "valid", "test"):
         if data[split] is None:

@@ -223,12 +223,17 @@ def run(args: argparse.Namespace) -> int:
             check_vocab_fits(checkpoint.path, config, tagger_sizes(vocab))
         except ValueError as exc:  # CheckpointError is a ValueError
             raise resume_error(checkpoint, exc) from None
+        vectors = None  # a resumed run: its embedding is in the checkpoint
     else:
         try:
-            vocab = TaggingVocab.build(data["train"], o["column"], o["min_count"])
+            # As in 'train classify': a word rarer than --min-count keeps its row when the vectors file has it.
+            words = TaggingVocab.build(data["train"], o["column"]).words.itos if o.get("embeddings") else []
+            vectors = embeddings.read(o, words, given)  # (V_all, E) rows or None; sets o["emb"]
+            keep = {w for w, f in zip(words, vectors.found.tolist()) if f} if vectors is not None else frozenset()
+            vocab = TaggingVocab.build(data["train"], o["column"], o["min_count"], keep=keep)
         except ValueError as exc:
             raise UsageError(f"--train {o['train']}: {exc}") from None
-    vectors = None if checkpoint else embeddings.read(o, vocab.words.itos, given)  # (V, E) rows; sets o["emb"]
+        vectors = vectors.reindex(words, vocab.words.itos) if vectors is not None else None  # (V, E)
     pad = vocab.words.pad_id
     train = SentenceBatches(encode(data["train"], vocab), o["batch_size"], shuffle=True, seed=o["seed"], pad_id=pad,
                             name=o["train"])

@@ -230,11 +230,14 @@ class SymbolVocab:
             raise ValueError("the vocabulary lists a symbol twice; every symbol needs one id")
 
     @classmethod
-    def build(cls, counts: Counter, min_count: int = 1, specials: tuple[str, ...] = (PAD, UNK)) -> SymbolVocab:
+    def build(cls, counts: Counter, min_count: int = 1, specials: tuple[str, ...] = (PAD, UNK),
+              keep=frozenset()) -> SymbolVocab:
+        """Symbols seen at least ``min_count`` times, and those in ``keep`` seen at all (e.g. words that have a
+        pretrained vector: they need no training examples to get a useful row)."""
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"min_count must be an integer >= 1 (the fewest occurrences a symbol needs to get its "
                              f"own id); got {min_count!r}")
-        kept = sorted((s for s, c in counts.items() if c >= min_count and s not in specials),
+        kept = sorted((s for s, c in counts.items() if (c >= min_count or s in keep) and s not in specials),
                       key=lambda s: (-counts[s], s))
         return cls(list(specials) + kept, specials)
 
@@ -293,8 +296,9 @@ class TaggingVocab:
 
     @classmethod
     def build(cls, sentences, column: str = "upos", min_count: int = 1,
-              max_word_chars: int = MAX_WORD_CHARS) -> TaggingVocab:
-        """``sentences``: ``(words, tags)`` pairs or ``ConlluSentence``s (the training data)."""
+              max_word_chars: int = MAX_WORD_CHARS, keep=frozenset()) -> TaggingVocab:
+        """``sentences``: ``(words, tags)`` pairs or ``ConlluSentence``s (the training data); ``keep``: words kept
+        even when seen fewer than ``min_count`` times."""
         _check_column(column)
         wc, cc, tc = Counter(), Counter(), Counter()
         for s in sentences:
@@ -306,7 +310,7 @@ class TaggingVocab:
             tc.update(tags)
         if not tc:
             raise ValueError("no training words: the vocabularies need at least one tagged word")
-        return cls(SymbolVocab.build(wc, min_count), SymbolVocab.build(cc), SymbolVocab.build(tc, specials=()),
+        return cls(SymbolVocab.build(wc, min_count, keep=keep), SymbolVocab.build(cc), SymbolVocab.build(tc, specials=()),
                    column, max_word_chars)
 
     def is_unknown(self, word: str) -> bool:

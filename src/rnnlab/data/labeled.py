@@ -367,15 +367,16 @@ class TextVocab:
             raise ValueError("the label list names a label twice; every class needs one label")
 
     @classmethod
-    def build(cls, data: LabeledData, min_count: int = 1, lowercase: bool = False) -> TextVocab:
-        """The vocabulary of the training examples; a DataError when they have fewer than two labels."""
+    def build(cls, data: LabeledData, min_count: int = 1, lowercase: bool = False, keep=frozenset()) -> TextVocab:
+        """The vocabulary of the training examples (``keep``: words kept even when seen fewer than ``min_count``
+        times); a DataError when they have fewer than two labels."""
         counts = Counter(w for e in data.examples for w in tokenize(e.text, lowercase))
         labels = sort_labels(e.label for e in data.examples if e.label is not None)
         if len(labels) < 2:
             raise DataError(f"{data.name}: only {len(labels)} distinct label{'s' if len(labels) != 1 else ''} "
                             f"({', '.join(labels) or 'none'}); a classifier needs at least two classes. Is the "
                             "label column right? (--label-column)")
-        return cls(SymbolVocab.build(counts, min_count), labels, lowercase)
+        return cls(SymbolVocab.build(counts, min_count, keep=keep), labels, lowercase)
 
     def __len__(self) -> int:
         return len(self.words)

@@ -34,6 +34,17 @@ class PretrainedRows:
     def coverage(self) -> float:
         return float(self.found.float().mean()) if len(self.found) else 0.0
 
+    def reindex(self, words: list[str], new_words: list[str]) -> "PretrainedRows":
+        """The rows for ``new_words`` of rows read for ``words`` (a word not among ``words``: not found)."""
+        index = {w: i for i, w in enumerate(words)}
+        take = torch.tensor([index.get(w, -1) for w in new_words], dtype=torch.long)  # (V',)
+        known = take >= 0  # (V',)
+        vectors = torch.zeros(len(new_words), self.dim)  # (V', E)
+        vectors[known] = self.vectors[take[known]]
+        found = torch.zeros(len(new_words), dtype=torch.bool)  # (V',)
+        found[known] = self.found[take[known]]
+        return PretrainedRows(vectors, found, self.dim)
+
 
 def _open(path: Path):
     if path.suffix == ".gz":

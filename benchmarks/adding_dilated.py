@@ -20,15 +20,7 @@ import argparse
 import sys
 import time
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be an integer >= 1")
-    return value
+from engine import positive_int  # benchmarks/engine.py: nothing runs at import
 
 
 def dilation_list(text: str) -> tuple[int, ...]:

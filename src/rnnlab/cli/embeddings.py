@@ -2,9 +2,8 @@
 word2vec / fastText text, optionally .gz; the reader is ``rnnlab.data.vectors``), shared by ``rnnlab train classify``
 and ``rnnlab train tag``.
 
-A command calls ``read(o, words, given)`` with every training word before building its vocabulary (a word rarer
-than ``--min-count`` is kept when the file has a vector for it; ``PretrainedRows.reindex`` then maps the rows to the
-vocabulary) and before building its model (the vectors fix ``--emb``), ``load(embedding, rows, o, pad_id)`` on the new model, and ``freeze(embedding, o)`` on every run,
+A command builds its vocabulary with ``vocabulary(o, given, build)`` (a word rarer than ``--min-count`` is kept
+when the file has a vector for it) before building its model (the vectors fix ``--emb``), ``load(embedding, rows, o, pad_id)`` on the new model, and ``freeze(embedding, o)`` on every run,
 resumed ones included (a resumed run keeps its options; its weights are already in the checkpoint, so the file is
 not read again).
 """
@@ -55,6 +54,19 @@ def read(o: dict, words: list[str], given: dict) -> PretrainedRows | None:
                          f"dimensions; drop --emb (it follows the vectors) or give --emb {rows.dim}")
     o["emb"] = rows.dim
     return rows
+
+
+def vocabulary(o: dict, given: dict, build):
+    """(vocabulary, its rows or None) for a new run: ``build(min_count, keep)`` builds the command's vocabulary from
+    its training data. With --embeddings the vectors of every training word are read once, and a word rarer than
+    --min-count is kept when the file has a vector for it: it needs no training examples to get a useful row."""
+    if not o.get("embeddings"):
+        read(o, [], given)  # only checks that --freeze-embeddings has vectors to freeze
+        return build(o["min_count"], frozenset()), None
+    words = build(1, frozenset()).words.itos  # every training word
+    rows = read(o, words, given)  # (V_all, E); sets o["emb"]
+    vocab = build(o["min_count"], {w for w, f in zip(words, rows.found.tolist()) if f})
+    return vocab, rows.reindex(words, vocab.words.itos)  # (V, E)
 
 
 def load(embedding: nn.Embedding, rows: PretrainedRows | None, o: dict, pad_id: int) -> str:

@@ -189,12 +189,15 @@ def _load_classifier(path, device):
     return model, vocab, ckpt
 
 
-def _probabilities(model, vocab: TextVocab, data, batch_size: int, device, name: str) -> torch.Tensor:
-    """(N, classes) class probabilities of the examples of ``data``, read with the model's own vocabulary."""
+def _encode(data, vocab: TextVocab):
     try:
-        encoded = encode_labeled(data, vocab)
+        return encode_labeled(data, vocab)
     except DataError as exc:
         raise UsageError(f"--file {exc}") from None
+
+
+def _probabilities(model, vocab: TextVocab, encoded, batch_size: int, device, name: str) -> torch.Tensor:
+    """(N, classes) class probabilities of the ``encoded`` examples (read with the model's own vocabulary)."""
     batches = SentenceBatches(encoded, batch_size, pad_id=vocab.pad_id, name=name, collate_fn=collate_labeled)
     probs = torch.zeros(len(encoded), len(vocab.labels))  # (N, K)
     with torch.no_grad():
@@ -228,11 +231,13 @@ def _classify(args, device) -> int:
     except DataError as exc:
         raise UsageError(f"--file {exc}") from None
 
-    each = [_probabilities(m, v, data, args.batch_size, device, args.file) for m, v, _ in members]  # M x (N, K)
+    encoded = [_encode(data, v) for _, v, _ in members]  # each model reads the text with its own vocabulary
+    each = [_probabilities(m, v, e, args.batch_size, device, args.file)
+            for (m, v, _), e in zip(members, encoded)]  # M x (N, K)
     labels = [vocab.labels[k] for k in torch.stack(each).mean(0).argmax(1).tolist()]  # (M, N, K) → (N,)
     _write(args, "".join(f"{label}\t{e.text}\n" for label, e in zip(labels, data.examples)))
 
-    words = [w for e in encode_labeled(data, vocab) for w in e.words]
+    words = [w for e in encoded[0] for w in e.words]
     unknown = sum(w == vocab.words.unk_id for w in words)
     who = f"{ckpt.path}" if len(members) == 1 else f"an ensemble of {len(members)} ({ckpt.path}, ...)"
     line = (f"classified {len(data.examples):,} texts, {len(words):,} words ({unknown:,} unknown to "

@@ -251,15 +251,10 @@ def run(args: argparse.Namespace) -> int:
         vectors = None  # a resumed run: its embedding is in the checkpoint
     else:
         try:
-            # With pretrained vectors, a training word rarer than --min-count still gets its own row when the file
-            # has a vector for it: read the vectors of every training word, then keep those.
-            words = TextVocab.build(data["train"], 1, o["lowercase"]).words.itos if o.get("embeddings") else []
-            vectors = embeddings.read(o, words, given)  # (V_all, E) rows or None; sets o["emb"]
-            keep = {w for w, f in zip(words, vectors.found.tolist()) if f} if vectors is not None else frozenset()
-            vocab = TextVocab.build(data["train"], o["min_count"], o["lowercase"], keep=keep)
+            vocab, vectors = embeddings.vocabulary(o, given, lambda min_count, keep: TextVocab.build(
+                data["train"], min_count, o["lowercase"], keep=keep))  # vectors: (V, E) rows or None
         except DataError as exc:
             raise UsageError(f"--train {exc}") from None
-        vectors = vectors.reindex(words, vocab.words.itos) if vectors is not None else None  # (V, E)
     batches = {}
     for split in ("train", "valid", "test"):
         if data[split] is None:

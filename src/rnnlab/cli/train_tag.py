@@ -226,14 +226,10 @@ def run(args: argparse.Namespace) -> int:
         vectors = None  # a resumed run: its embedding is in the checkpoint
     else:
         try:
-            # As in 'train classify': a word rarer than --min-count keeps its row when the vectors file has it.
-            words = TaggingVocab.build(data["train"], o["column"]).words.itos if o.get("embeddings") else []
-            vectors = embeddings.read(o, words, given)  # (V_all, E) rows or None; sets o["emb"]
-            keep = {w for w, f in zip(words, vectors.found.tolist()) if f} if vectors is not None else frozenset()
-            vocab = TaggingVocab.build(data["train"], o["column"], o["min_count"], keep=keep)
+            vocab, vectors = embeddings.vocabulary(o, given, lambda min_count, keep: TaggingVocab.build(
+                data["train"], o["column"], min_count, keep=keep))  # vectors: (V, E) rows or None
         except ValueError as exc:
             raise UsageError(f"--train {o['train']}: {exc}") from None
-        vectors = vectors.reindex(words, vocab.words.itos) if vectors is not None else None  # (V, E)
     pad = vocab.words.pad_id
     train = SentenceBatches(encode(data["train"], vocab), o["batch_size"], shuffle=True, seed=o["seed"], pad_id=pad,
                             name=o["train"])

@@ -30,10 +30,6 @@ class PretrainedRows:
     found: Tensor
     dim: int
 
-    @property
-    def coverage(self) -> float:
-        return float(self.found.float().mean()) if len(self.found) else 0.0
-
     def reindex(self, words: list[str], new_words: list[str]) -> "PretrainedRows":
         """The rows for ``new_words`` of rows read for ``words`` (a word not among ``words``: not found)."""
         index = {w: i for i, w in enumerate(words)}

@@ -226,35 +226,7 @@ class RNNBase(nn.Module):
         has_c = self.mode == _LSTM
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
         packed = isinstance(input, PackedSequence)
-        unbatched = False
-        if packed:
-            x, batch_sizes, sorted_idx, unsorted_idx = input
-            B = int(batch_sizes[0])
-            if x.dim() != 2 or x.shape[1] != self.input_size:
-                raise self._shape_error("PackedSequence.data", ("N", self.input_size), x.shape)
-        else:
-            if not isinstance(input, Tensor):
-                raise TypeError(f"{type(self).__name__} expects a Tensor or a PackedSequence; got {type(input).__name__}.")
-            if input.dim() not in (2, 3):
-                layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-                raise ValueError(f"{type(self).__name__}: input must be 3-D {layout} or 2-D (T, input_size); "
-                                 f"got {input.dim()}-D of shape {tuple(input.shape)}.")
-            if input.shape[-1] != self.input_size:
-                expected = list(input.shape[:-1]) + [self.input_size]
-                raise self._shape_error("input", expected, input.shape)
-            unbatched = input.dim() == 2
-            seq = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (T, B, I)
-            T, B = seq.shape[0], seq.shape[1]
-            if T == 0 or B == 0:
-                raise ValueError(f"{type(self).__name__}: input must have at least one step and one sequence; "
-                                 f"got shape {tuple(input.shape)}.")
-            x = seq.reshape(T * B, self.input_size)  # (T*B, I): step t owns rows [t*B, (t+1)*B)
-            batch_sizes = torch.full((T,), B, dtype=torch.int64)
-            sorted_idx = unsorted_idx = None
-        w0 = self.weight_ih_l0
-        if x.dtype != w0.dtype:
-            raise ValueError(f"{type(self).__name__}: input dtype must equal the parameters' ({w0.dtype}); got {x.dtype}. "
-                             f"Convert one of them, e.g. module.to({x.dtype}).")
+        x, batch_sizes, sorted_idx, unsorted_idx, T, B, unbatched = flat_input(self, input)  # x: (N, I)
         h0, c0 = self._initial_state(hx, B, x, unbatched, sorted_idx)
 
         slot_probe = active_probe()
@@ -439,3 +411,41 @@ class GRU(RNNBase):
                          device, dtype, weight_drop=weight_drop, input_dropout=input_dropout,
                          locked_dropout=locked_dropout, output_dropout=output_dropout,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+
+
+def flat_input(module: nn.Module, input) -> tuple:
+    """A recurrent layer's input as its time loop reads it: ``(x (N, I), batch_sizes (T,), sorted_idx, unsorted_idx,
+    T, B, unbatched)`` — x holds step t's rows together (a padded (T, B, I) input becomes T*B rows; a PackedSequence
+    is taken as it is, T None). Checks what torch.nn checks — a Tensor or PackedSequence, rank 2 or 3, the feature
+    size, at least one step and one sequence — and that the dtype equals the parameters'. ``module`` has torch.nn's
+    ``input_size`` and ``batch_first`` and a ``_shape_error``; shared by ``RNNBase`` and the variant layers."""
+    name = type(module).__name__
+    T = None
+    if isinstance(input, PackedSequence):
+        x, batch_sizes, sorted_idx, unsorted_idx = input
+        B, unbatched = int(batch_sizes[0]), False
+        if x.dim() != 2 or x.shape[1] != module.input_size:
+            raise module._shape_error("PackedSequence.data", ("N", module.input_size), x.shape)
+    else:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name} expects a Tensor or a PackedSequence; got {type(input).__name__}.")
+        if input.dim() not in (2, 3):
+            layout = "(B, T, input_size)" if module.batch_first else "(T, B, input_size)"
+            raise ValueError(f"{name}: input must be 3-D {layout} or 2-D (T, input_size); "
+                             f"got {input.dim()}-D of shape {tuple(input.shape)}.")
+        if input.shape[-1] != module.input_size:
+            raise module._shape_error("input", list(input.shape[:-1]) + [module.input_size], input.shape)
+        unbatched = input.dim() == 2
+        seq = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if module.batch_first else input)  # (T, B, I)
+        T, B = seq.shape[0], seq.shape[1]
+        if T == 0 or B == 0:
+            raise ValueError(f"{name}: input must have at least one step and one sequence; "
+                             f"got shape {tuple(input.shape)}.")
+        x = seq.reshape(T * B, module.input_size)  # (T*B, I): step t owns rows [t*B, (t+1)*B)
+        batch_sizes = torch.full((T,), B, dtype=torch.int64)
+        sorted_idx = unsorted_idx = None
+    w0 = next(module.parameters())
+    if x.dtype != w0.dtype:
+        raise ValueError(f"{name}: input dtype must equal the parameters' ({w0.dtype}); got {x.dtype}. "
+                         f"Convert one of them, e.g. module.to({x.dtype}).")
+    return x, batch_sizes, sorted_idx, unsorted_idx, T, B, unbatched

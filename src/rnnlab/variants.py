@@ -102,34 +102,7 @@ class _StackedBase(nn.Module):
         """(output, state, extra): extra is each direction's second output of ``_direction`` when it returns four."""
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
         packed = isinstance(input, PackedSequence)
-        unbatched = False
-        if packed:
-            x, batch_sizes, sorted_idx, unsorted_idx = input
-            B = int(batch_sizes[0])
-            if x.dim() != 2 or x.shape[1] != self.input_size:
-                raise self._shape_error("PackedSequence.data", ("N", self.input_size), x.shape)
-        else:
-            if not isinstance(input, Tensor):
-                raise TypeError(f"{type(self).__name__} expects a Tensor or a PackedSequence; got {type(input).__name__}.")
-            if input.dim() not in (2, 3):
-                layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-                raise ValueError(f"{type(self).__name__}: input must be 3-D {layout} or 2-D (T, input_size); "
-                                 f"got {input.dim()}-D of shape {tuple(input.shape)}.")
-            if input.shape[-1] != self.input_size:
-                raise self._shape_error("input", list(input.shape[:-1]) + [self.input_size], input.shape)
-            unbatched = input.dim() == 2
-            seq = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)  # (T, B, I)
-            T, B = seq.shape[0], seq.shape[1]
-            if T == 0 or B == 0:
-                raise ValueError(f"{type(self).__name__}: input must have at least one step and one sequence; "
-                                 f"got shape {tuple(input.shape)}.")
-            x = seq.reshape(T * B, self.input_size)  # (T*B, I): step t owns rows [t*B, (t+1)*B)
-            batch_sizes = torch.full((T,), B, dtype=torch.int64)
-            sorted_idx = unsorted_idx = None
-        w0 = next(self.parameters())
-        if x.dtype != w0.dtype:
-            raise ValueError(f"{type(self).__name__}: input dtype must equal the parameters' ({w0.dtype}); got {x.dtype}. "
-                             f"Convert one of them, e.g. module.to({x.dtype}).")
+        x, batch_sizes, sorted_idx, unsorted_idx, T, B, unbatched = layers.flat_input(self, input)  # x: (N, I)
         h0, c0 = self._initial_state(hx, B, x, unbatched, sorted_idx)
         h_n, c_n, extras = [], [], []
         for layer in range(L):

@@ -395,3 +395,38 @@ def test_single_openmp_runtime():
         maps = f.read()
     libs = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line}
     assert len(libs) <= 1, libs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_fused_input_side_lstm(dtype, reverse, monkeypatch):
+    """The LSTM's fused input side (RNNLAB_FUSE=1): x_t @ W_ih^T computed in the forward loop, dx_t and the dW
+    update in the backward loop, for one thread and for units split over threads (vector tails, packed batches
+    with length-1 sequences, I not a multiple of the vector width, I > H and I < H)."""
+    monkeypatch.setenv("RNNLAB_FUSE", "1")
+    _check_case(2, dtype, True, [5, 5, 5], 3, 7, reverse)
+    _check_case(2, dtype, False, [6, 4, 4, 2, 1], 4, 9, reverse)
+    _check_case(2, dtype, True, [3, 2], 4, 33, reverse)
+    if (os.cpu_count() or 1) >= 2:
+        torch.set_num_threads(max(2, torch.get_num_threads()))  # restored after the test by conftest's fixture
+        monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
+        _check_case(2, dtype, True, [7, 6, 6, 3, 1, 1], 5, 37, reverse)
+        _check_case(2, dtype, True, [4] * 5, 70, 20, reverse, seed=1)
+        _check_case(2, dtype, False, [3, 3, 2], 17, 40, reverse, seed=2)
+
+
+def test_fused_input_side_is_the_default_at_large_batch_and_agrees_with_the_unfused_loop(monkeypatch):
+    """B = 40 >= 32 sequences of H = 24: the automatic choice fuses both sides (small weights, many rows per step);
+    its results equal torch.nn's and the unfused loop's (RNNLAB_FUSE=0)."""
+    monkeypatch.delenv("RNNLAB_FUSE", raising=False)
+    _check_case(2, torch.float64, True, [6] * 40, 10, 24, False)
+    gen = torch.Generator().manual_seed(5)
+    m, names = make_module(2, 10, 24, True, False, torch.float32)
+    data, bs = make_batch([6] * 40, 10, torch.float32, gen)
+    h0, c0 = torch.randn(40, 24, generator=gen), torch.randn(40, 24, generator=gen)
+    gout, ghn, gcn = torch.randn(240, 24, generator=gen), torch.randn(40, 24, generator=gen), torch.randn(40, 24, generator=gen)
+    fused = run_ext(EXT, 2, m, names, False, data, bs, h0, c0, gout, ghn, gcn)
+    monkeypatch.setenv("RNNLAB_FUSE", "0")
+    plain = run_ext(EXT, 2, m, names, False, data, bs, h0, c0, gout, ghn, gcn)
+    for a, b in zip(fused[:3] + tuple(fused[3]), plain[:3] + tuple(plain[3])):
+        assert rel(a, b) <= 1e-5

@@ -16,8 +16,10 @@ struct LSTMCell {
   static inline int64_t hrow(int64_t k, int64_t) { return k; }
 
   // gh: scratch row, 4 blocks of hp (this thread's units); gi: full row of
-  // 4H (torch layout).  hp units start at j0.
-  template <typename T>
+  // 4H (torch layout).  hp units start at j0.  kX: gi holds the input
+  // projection W_ih x_t (added here); false when the loop has already summed
+  // it into gh (the fused input projection), and gi only receives the gates.
+  template <bool kX = true, typename T>
   static inline void fwd_row(const T* gh, int64_t hp, T* gi, int64_t H,
                              int64_t j0, const T* /*hprev*/, T* c, T* hout,
                              T* csave, T* /*hnsave*/, const T* bg) {
@@ -36,10 +38,18 @@ struct LSTMCell {
     const T* bO = bg + 3 * H + j0;
     for_chunks<T>(hp, [&](int64_t u, int w) {
       Lanes<T> L{w};
-      V i = Tr::sigmoid(L.ld(gI + u) + L.ld(bI + u) + L.ld(gh + u));
-      V f = Tr::sigmoid(L.ld(gF + u) + L.ld(bF + u) + L.ld(gh + hp + u));
-      V g = Tr::tanh(L.ld(gG + u) + L.ld(bG + u) + L.ld(gh + 2 * hp + u));
-      V o = Tr::sigmoid(L.ld(gO + u) + L.ld(bO + u) + L.ld(gh + 3 * hp + u));
+      V ai = L.ld(bI + u) + L.ld(gh + u), af = L.ld(bF + u) + L.ld(gh + hp + u);
+      V ag = L.ld(bG + u) + L.ld(gh + 2 * hp + u), ao = L.ld(bO + u) + L.ld(gh + 3 * hp + u);
+      if (kX) {
+        ai = ai + L.ld(gI + u);
+        af = af + L.ld(gF + u);
+        ag = ag + L.ld(gG + u);
+        ao = ao + L.ld(gO + u);
+      }
+      V i = Tr::sigmoid(ai);
+      V f = Tr::sigmoid(af);
+      V g = Tr::tanh(ag);
+      V o = Tr::sigmoid(ao);
       V cn = f * L.ld(cc + u) + i * g;
       V hn = o * Tr::tanh(cn);
       L.st(gI + u, i);

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <vector>
 
 namespace rnnlab {
 namespace rg {
@@ -219,6 +220,87 @@ inline void run(int64_t M, int64_t ncols, int64_t K, const float* A,
     run_t<true>(M, ncols, K, A, lda, Bp, C, ldc);
   else
     run_t<false>(M, ncols, K, A, lda, Bp, C, ldc);
+}
+
+// ------------------------------------------------------------------------
+// C[m, n] += sum_k At[k, m] * Bm[k, n]: A given transposed (row k of At holds
+// column k of A, so the MR broadcasts of one k are adjacent floats) and B
+// row-major, unpacked (its rows are read in place, NB columns at a time).
+// The fused backward's dW update: At = dG_t (the step's batch rows x one
+// gate's units), Bm = x_t or h_{t-1} rows; K (the batch) is small, so packing
+// B would cost as much as the product.
+template <int MR>
+static inline void tile_tn(int64_t K, const float* __restrict At, int64_t lda,
+                           const float* __restrict Bb, int64_t ldb,
+                           float* __restrict C, int64_t ldc, int cw) {
+  vfl c[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NP; ++j) c[r][j] = vbc(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    vfl b[NP];
+    for (int j = 0; j < NP; ++j) b[j] = vload(Bb + k * ldb + j * VW);
+    const float* a = At + k * lda;
+    for (int r = 0; r < MR; ++r) {
+      vfl av = vbc(a[r]);
+      for (int j = 0; j < NP; ++j) c[r][j] += av * b[j];
+    }
+  }
+  if (cw == NB) {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NP; ++j) {
+        float* cp = C + r * ldc + j * VW;
+        vstore(cp, vload(cp) + c[r][j]);
+      }
+  } else {
+    for (int r = 0; r < MR; ++r) {
+      float tmp[NB];
+      for (int j = 0; j < NP; ++j) vstore(tmp + j * VW, c[r][j]);
+      float* cp = C + r * ldc;
+      for (int n = 0; n < cw; ++n) cp[n] += tmp[n];
+    }
+  }
+}
+
+static inline void tile_tn_any(int64_t mr, int64_t K, const float* At, int64_t lda,
+                               const float* Bb, int64_t ldb, float* C, int64_t ldc, int cw) {
+  if (mr == MRMAX)
+    tile_tn<MRMAX>(K, At, lda, Bb, ldb, C, ldc, cw);
+  else if (mr == 5)
+    tile_tn<(MRMAX > 5 ? 5 : 1)>(K, At, lda, Bb, ldb, C, ldc, cw);
+  else if (mr == 4)
+    tile_tn<(MRMAX > 4 ? 4 : 1)>(K, At, lda, Bb, ldb, C, ldc, cw);
+  else if (mr == 3)
+    tile_tn<3>(K, At, lda, Bb, ldb, C, ldc, cw);
+  else if (mr == 2)
+    tile_tn<2>(K, At, lda, Bb, ldb, C, ldc, cw);
+  else
+    tile_tn<1>(K, At, lda, Bb, ldb, C, ldc, cw);
+}
+
+// C (M x n, ldc) += At^T (M x K) @ Bm (K x n, ldb).
+inline void run_tn(int64_t M, int64_t n, int64_t K, const float* At, int64_t lda,
+                   const float* Bm, int64_t ldb, float* C, int64_t ldc) {
+  if (M <= 0 || n <= 0 || K <= 0) return;
+  const int64_t KC = kc_block();
+  thread_local std::vector<float> tail;  // the last, narrower column block, zero padded
+  for (int64_t c0 = 0; c0 < n; c0 += NB) {
+    const int cw = (int)std::min<int64_t>(NB, n - c0);
+    const float* Bb = Bm + c0;
+    int64_t lb = ldb;
+    if (cw < NB) {
+      tail.assign(size_t(K) * NB, 0.f);
+      for (int64_t k = 0; k < K; ++k)
+        std::memcpy(tail.data() + k * NB, Bm + k * ldb + c0, sizeof(float) * cw);
+      Bb = tail.data();
+      lb = NB;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kl = std::min<int64_t>(KC, K - k0);
+      for (int64_t m = 0; m < M; m += MRMAX)
+        tile_tn_any(std::min<int64_t>(MRMAX, M - m), kl, At + k0 * lda + m, lda,
+                    Bb + k0 * lb, lb, C + m * ldc + c0, ldc, cw);
+    }
+  }
 }
 
 }  // namespace rg

@@ -397,29 +397,31 @@ def test_single_openmp_runtime():
     assert len(libs) <= 1, libs
 
 
+@pytest.mark.parametrize("mode", [2, 3], ids=["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_fused_input_side_lstm(dtype, reverse, monkeypatch):
-    """The LSTM's fused input side (RNNLAB_FUSE=1): x_t @ W_ih^T computed in the forward loop, dx_t and the dW
-    update in the backward loop, for one thread and for units split over threads (vector tails, packed batches
-    with length-1 sequences, I not a multiple of the vector width, I > H and I < H)."""
+def test_fused_input_side(mode, dtype, reverse, monkeypatch):
+    """The fused input side (RNNLAB_FUSE=1): x_t @ W_ih^T computed in the forward loop (LSTM, GRU), dx_t and the
+    dW update in the backward loop (LSTM), for one thread and for units split over threads (vector tails, packed
+    batches with length-1 sequences, I not a multiple of the vector width, I > H and I < H)."""
     monkeypatch.setenv("RNNLAB_FUSE", "1")
-    _check_case(2, dtype, True, [5, 5, 5], 3, 7, reverse)
-    _check_case(2, dtype, False, [6, 4, 4, 2, 1], 4, 9, reverse)
-    _check_case(2, dtype, True, [3, 2], 4, 33, reverse)
+    _check_case(mode, dtype, True, [5, 5, 5], 3, 7, reverse)
+    _check_case(mode, dtype, False, [6, 4, 4, 2, 1], 4, 9, reverse)
+    _check_case(mode, dtype, True, [3, 2], 4, 33, reverse)
     if (os.cpu_count() or 1) >= 2:
         torch.set_num_threads(max(2, torch.get_num_threads()))  # restored after the test by conftest's fixture
         monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
-        _check_case(2, dtype, True, [7, 6, 6, 3, 1, 1], 5, 37, reverse)
-        _check_case(2, dtype, True, [4] * 5, 70, 20, reverse, seed=1)
-        _check_case(2, dtype, False, [3, 3, 2], 17, 40, reverse, seed=2)
+        _check_case(mode, dtype, True, [7, 6, 6, 3, 1, 1], 5, 37, reverse)
+        _check_case(mode, dtype, True, [4] * 5, 70, 20, reverse, seed=1)
+        _check_case(mode, dtype, False, [3, 3, 2], 17, 40, reverse, seed=2)
 
 
 def test_fused_input_side_is_the_default_at_large_batch_and_agrees_with_the_unfused_loop(monkeypatch):
-    """B = 40 >= 32 sequences of H = 24: the automatic choice fuses both sides (small weights, many rows per step);
+    """B = 40 >= 32 sequences of H = 24: the automatic choice fuses the LSTM's both sides and the GRU's forward;
     its results equal torch.nn's and the unfused loop's (RNNLAB_FUSE=0)."""
     monkeypatch.delenv("RNNLAB_FUSE", raising=False)
     _check_case(2, torch.float64, True, [6] * 40, 10, 24, False)
+    _check_case(3, torch.float64, True, [6] * 40, 10, 24, False)  # the GRU fuses its forward only
     gen = torch.Generator().manual_seed(5)
     m, names = make_module(2, 10, 24, True, False, torch.float32)
     data, bs = make_batch([6] * 40, 10, torch.float32, gen)

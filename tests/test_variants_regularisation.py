@@ -505,14 +505,15 @@ def test_masks_have_the_asked_rate_and_follow_torchs_seed(backend):
         assert torch.equal(a, function.bernoulli(shape, p, 2.5, like))
 
 
+@pytest.mark.parametrize("mode", [2, 3], ids=["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_cpp_fused_input_side_lstm_with_options(dtype, reverse, monkeypatch):
-    """The LSTM's fused input side (RNNLAB_FUSE=1: dW_hh from the step's h_{t-1} ⊙ m rows, zoneout around the
-    cell) against the pure-PyTorch engine, one thread and units split over threads."""
+def test_cpp_fused_input_side_with_options(mode, dtype, reverse, monkeypatch):
+    """The fused input side (RNNLAB_FUSE=1: for the LSTM also dW_hh from the step's h_{t-1} ⊙ m rows; zoneout
+    around the cell) against the pure-PyTorch engine, one thread and units split over threads."""
     monkeypatch.setenv("RNNLAB_FUSE", "1")
     tol = 1e-10 if dtype == torch.float64 else 2e-4
-    assert_engines_agree(engine_case(2, dtype, [6, 4, 4, 2, 1], 3, 9, reverse), tol)
+    assert_engines_agree(engine_case(mode, dtype, [6, 4, 4, 2, 1], 3, 9, reverse), tol)
     torch.set_num_threads(2)  # restored after the test by conftest's fixture
     monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
-    assert_engines_agree(engine_case(2, dtype, [7, 6, 6, 3, 1, 1], 5, 37, reverse), tol)
+    assert_engines_agree(engine_case(mode, dtype, [7, 6, 6, 3, 1, 1], 5, 37, reverse), tol)

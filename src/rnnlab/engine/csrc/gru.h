@@ -22,10 +22,15 @@ struct GRUCell {
     return k < H ? k + 2 * H : k - H;
   }
 
-  template <typename T>
+  // kX: gi holds the input side Wi x + bi (+ bhr, bhz); false when the loop
+  // fused the input projection: then xs (3 blocks of hp, this thread's units)
+  // holds Wi x and bx (3H, or null) the biases gi would have folded in, and gi
+  // only receives the activated gates.
+  template <bool kX = true, typename T>
   static inline void fwd_row(const T* gh, int64_t hp, T* gi, int64_t H,
                              int64_t j0, const T* hprev, T* /*c*/, T* hout,
-                             T* /*csave*/, T* hnsave, const T* bhn) {
+                             T* /*csave*/, T* hnsave, const T* bhn,
+                             const T* xs = nullptr, const T* bx = nullptr) {
     using Tr = VT<T>;
     using V = typename Tr::V;
     T* gR = gi + j0;
@@ -37,11 +42,26 @@ struct GRUCell {
     const T* bn = bhn ? bhn + j0 : nullptr;
     for_chunks<T>(hp, [&](int64_t u, int w) {
       Lanes<T> L{w};
-      V r = Tr::sigmoid(L.ld(gR + u) + L.ld(gh + u));
-      V z = Tr::sigmoid(L.ld(gZ + u) + L.ld(gh + hp + u));
+      V xr, xz, xn;
+      if (kX) {
+        xr = L.ld(gR + u);
+        xz = L.ld(gZ + u);
+        xn = L.ld(gN + u);
+      } else {
+        xr = L.ld(xs + u);
+        xz = L.ld(xs + hp + u);
+        xn = L.ld(xs + 2 * hp + u);
+        if (bx) {
+          xr = xr + L.ld(bx + j0 + u);
+          xz = xz + L.ld(bx + H + j0 + u);
+          xn = xn + L.ld(bx + 2 * H + j0 + u);
+        }
+      }
+      V r = Tr::sigmoid(xr + L.ld(gh + u));
+      V z = Tr::sigmoid(xz + L.ld(gh + hp + u));
       V hn = L.ld(gh + 2 * hp + u);
       if (bn) hn = hn + L.ld(bn + u);
-      V n = Tr::tanh(L.ld(gN + u) + r * hn);
+      V n = Tr::tanh(xn + r * hn);
       V h0 = L.ld(hp_ + u);
       V h1 = n + z * (h0 - n);
       L.st(gR + u, r);

@@ -432,3 +432,24 @@ def test_fused_input_side_is_the_default_at_large_batch_and_agrees_with_the_unfu
     plain = run_ext(EXT, 2, m, names, False, data, bs, h0, c0, gout, ghn, gcn)
     for a, b in zip(fused[:3] + tuple(fused[3]), plain[:3] + tuple(plain[3])):
         assert rel(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", [2, 3], ids=["lstm", "gru"])
+def test_fused_forward_without_saving_matches_the_saving_one(mode, monkeypatch):
+    """Fused and nothing saved (inference): the gates go to one (B, G*H) buffer reused every step; outputs and
+    final states equal the saving forward's, one thread and two."""
+    monkeypatch.setenv("RNNLAB_FUSE", "1")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # restored after the test by conftest's fixture
+        monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
+        gen = torch.Generator().manual_seed(11)
+        m, names = make_module(mode, 6, 37, True, False, torch.float32)
+        data, bs = make_batch([7, 6, 6, 3, 1, 1], 6, torch.float32, gen)
+        h0 = torch.randn(6, 37, generator=gen)
+        c0 = torch.randn(6, 37, generator=gen) if mode == 2 else torch.empty(0)
+        w = [getattr(m, n).detach() for n in names]
+        saving = EXT.forward(mode, data, bs, h0, c0, *w, False, True)
+        plain = EXT.forward(mode, data, bs, h0, c0, *w, False, False)
+        assert len(plain) == 3
+        for a, b in zip(saving[:3], plain):
+            assert torch.equal(a, b)

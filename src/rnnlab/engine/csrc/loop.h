@@ -407,14 +407,16 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
     // LSTM: plain GEMM (oneDNN matmul reads W_ih^T in place; faster here than
     // _linear_pointwise), or fused into the time loop (fx: see fuse_input);
     // the summed bias is added in the gate math (bhn).
-    gi = at::empty({N, GH}, x.options());
+    // fused and nothing saved (inference): the gates of one step are all the
+    // loop writes, so one (B, 4H) buffer replaces the (N, 4H) one
+    gi = at::empty({fx && !save ? B : N, GH}, x.options());
     if (fx)
       x = x.contiguous();
     else
       mm_into(x, w_ih.t(), gi, false);
     bhn = bias ? bc : at::zeros({GH}, x.options());
   } else if (fx) {  // GRU, fused: the loop computes Wi x_t; gi receives the gates
-    gi = at::empty({N, GH}, x.options());
+    gi = at::empty({save ? N : B, GH}, x.options());
     x = x.contiguous();
   } else {
     gi = lin(x, w_ih, bc).contiguous();
@@ -519,25 +521,26 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
           const int64_t r = row0 + b;
           T* cb = cp ? cp + b * H : nullptr;
           if (zc_on) std::memcpy(ct, cb + j0, sizeof(T) * hp);  // c_{t-1}
+          T* grow = gip + (fx && !save ? b : r) * GH;  // this row's gates (see gi)
           if constexpr (isLSTM) {
             if (fx)
-              Cell::template fwd_row<false>(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb,
+              Cell::template fwd_row<false>(scr + b * ld, hp, grow, H, j0, hprev, cb,
                                             outp + r * H, callp ? callp + r * H : nullptr,
                                             hnp ? hnp + r * H : nullptr, bhnp);
             else
-              Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb,
+              Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb,
                             outp + r * H, callp ? callp + r * H : nullptr,
                             hnp ? hnp + r * H : nullptr, bhnp);
           } else if constexpr (isGRU) {
             if (fx)
-              Cell::template fwd_row<false>(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb,
+              Cell::template fwd_row<false>(scr + b * ld, hp, grow, H, j0, hprev, cb,
                                             outp + r * H, (T*)nullptr, hnp ? hnp + r * H : nullptr,
                                             bhnp, xs + b * ld, bxp);
             else
-              Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb, outp + r * H,
+              Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb, outp + r * H,
                             (T*)nullptr, hnp ? hnp + r * H : nullptr, bhnp);
           } else {
-            Cell::fwd_row(scr + b * ld, hp, gip + r * GH, H, j0, hprev, cb,
+            Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb,
                           outp + r * H, callp ? callp + r * H : nullptr,
                           hnp ? hnp + r * H : nullptr, bhnp);
           }

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common.h"
@@ -92,7 +93,8 @@ inline int choose_threads(int64_t G, int64_t H, int64_t N, int64_t T) {
 // packed weights, and in the backward its dW rows -- stays in its L2 cache;
 // past that, every step streams them from L3 and one big oneDNN GEMM is
 // faster (measured: -2% forward, -13% backward at H = 512).  Steps with few
-// rows gain nothing either.  RNNLAB_FUSE=0/1 forces both off/on (tests).
+// rows gain nothing either.  RNNLAB_FUSE=0/1 forces both off/on (tests);
+// RNNLAB_FUSE=forward / backward turns on that side only (benchmarks/fused_input.py).
 inline int64_t l2_bytes() {
   static const int64_t v = [] {
     long s = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -102,7 +104,11 @@ inline int64_t l2_bytes() {
 }
 inline bool fuse_input(int64_t I, int64_t H, int64_t N, int64_t T, int P,
                        bool backward, int64_t G = 4) {
-  if (const char* e = std::getenv("RNNLAB_FUSE")) return std::atoi(e) != 0;
+  if (const char* e = std::getenv("RNNLAB_FUSE")) {  // 0, 1, forward, backward
+    const std::string v(e);
+    if (v == "forward" || v == "backward") return (v == "backward") == backward;
+    return std::atoi(e) != 0;
+  }
   if (T == 0) return false;
   const double bavg = double(N) / double(T);
   const int64_t hp = (H + P - 1) / P, ip = (I + P - 1) / P;
@@ -522,28 +528,15 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
           T* cb = cp ? cp + b * H : nullptr;
           if (zc_on) std::memcpy(ct, cb + j0, sizeof(T) * hp);  // c_{t-1}
           T* grow = gip + (fx && !save ? b : r) * GH;  // this row's gates (see gi)
-          if constexpr (isLSTM) {
-            if (fx)
-              Cell::template fwd_row<false>(scr + b * ld, hp, grow, H, j0, hprev, cb,
-                                            outp + r * H, callp ? callp + r * H : nullptr,
-                                            hnp ? hnp + r * H : nullptr, bhnp);
-            else
-              Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb,
-                            outp + r * H, callp ? callp + r * H : nullptr,
-                            hnp ? hnp + r * H : nullptr, bhnp);
-          } else if constexpr (isGRU) {
-            if (fx)
-              Cell::template fwd_row<false>(scr + b * ld, hp, grow, H, j0, hprev, cb,
-                                            outp + r * H, (T*)nullptr, hnp ? hnp + r * H : nullptr,
-                                            bhnp, xs + b * ld, bxp);
-            else
-              Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb, outp + r * H,
-                            (T*)nullptr, hnp ? hnp + r * H : nullptr, bhnp);
-          } else {
-            Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb,
-                          outp + r * H, callp ? callp + r * H : nullptr,
-                          hnp ? hnp + r * H : nullptr, bhnp);
-          }
+          T* cs = callp ? callp + r * H : nullptr;
+          T* hs = hnp ? hnp + r * H : nullptr;
+          if constexpr (isElman)
+            Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb, outp + r * H, cs, hs, bhnp);
+          else if (fx)  // the input side is in gh (LSTM) or xs (GRU), not in gi
+            Cell::template fwd_row<false>(scr + b * ld, hp, grow, H, j0, hprev, cb, outp + r * H,
+                                          cs, hs, bhnp, xs + b * ld, bxp);
+          else
+            Cell::fwd_row(scr + b * ld, hp, grow, H, j0, hprev, cb, outp + r * H, cs, hs, bhnp);
           if (zh_on)
             zone_mix<T>(outp + r * H + j0, hprev + j0, zhp + r * H + j0,
                         isElman && rawp ? rawp + r * H + j0 : nullptr, hp);
@@ -765,10 +758,10 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
       T* tc = th ? th + zt_stride : nullptr;         // d*dc_t (zone_c)
       T* gscr = rm ? tsp + p * ts_stride + (ts_stride - bs_stride) : nullptr;
       const int64_t i0 = ipl.j0[p], ip = ipl.hp[p];
-      const T* Wx = wpkp + wxoff[p];
+      T* Wx = wpkp + wxoff[p];
       T* dWo = wpkp + dwoff[p];  // fb: this thread's dW rows, (G*hp, I+H)
       if (fb) {
-        RecW<T>::pack_k(GH, ip, wpkp + wxoff[p], [&](int64_t k) { return wihp + k * I + i0; });
+        RecW<T>::pack_k(GH, ip, Wx, [&](int64_t k) { return wihp + k * I + i0; });
         std::memset(dWo, 0, sizeof(T) * G * hp * (I + H));
       }
       for (int64_t s = s_begin; s < s_end; ++s) {

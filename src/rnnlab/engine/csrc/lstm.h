@@ -22,7 +22,8 @@ struct LSTMCell {
   template <bool kX = true, typename T>
   static inline void fwd_row(const T* gh, int64_t hp, T* gi, int64_t H,
                              int64_t j0, const T* /*hprev*/, T* c, T* hout,
-                             T* csave, T* /*hnsave*/, const T* bg) {
+                             T* csave, T* /*hnsave*/, const T* bg,
+                             const T* /*xs*/ = nullptr, const T* /*bx*/ = nullptr) {
     using Tr = VT<T>;
     using V = typename Tr::V;
     T* gI = gi + j0;

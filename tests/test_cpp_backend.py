@@ -453,3 +453,15 @@ def test_fused_forward_without_saving_matches_the_saving_one(mode, monkeypatch):
         assert len(plain) == 3
         for a, b in zip(saving[:3], plain):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("side", ["forward", "backward"])
+@pytest.mark.parametrize("mode", [2, 3], ids=["lstm", "gru"])
+def test_one_side_fused(side, mode, monkeypatch):
+    """RNNLAB_FUSE=forward / backward fuses one side only (the automatic choice also mixes them, e.g. a fused
+    forward with an unfused backward at H = 256, B = 16): the saved gates are the same either way."""
+    monkeypatch.setenv("RNNLAB_FUSE", side)
+    _check_case(mode, torch.float64, True, [6, 4, 4, 2, 1], 4, 9, False)
+    torch.set_num_threads(max(2, torch.get_num_threads()))  # restored after the test by conftest's fixture
+    monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
+    _check_case(mode, torch.float32, True, [7, 6, 6, 3, 1, 1], 5, 37, True)

@@ -1,37 +1,51 @@
 #!/usr/bin/env python3
-"""Where the time of one LSTM training step goes: rnnlab.LSTM's forward and backward split into the big GEMMs it
-issues outside the time loop and the time loop itself, next to torch.nn.LSTM's forward and backward.
+"""Where the time of one LSTM training step goes: rnnlab.LSTM's forward and backward split into the phases of its
+time loop, measured inside the loop (rnnlab.engine.timing, csrc/prof.h), next to torch.nn.LSTM's forward and
+backward.
 
-rnnlab's C++ engine does, for one layer of T steps and batch B (N = T*B rows, input size I, hidden H):
+One layer, T steps, batch B, input I = hidden H. Per step, each of the loop's threads (P of them, each owning H/P
+hidden units and their 4 gate columns) runs:
 
-    forward   input projection  X (N, I) @ W_ih^T (I, 4H)            one GEMM
-              time loop         T x [ h (B, H) @ W_hh^T (H, 4H) + gate math ]
-    backward  time loop         T x [ gate derivatives + dG (B, 4H) @ W_hh (4H, H) ]
-              dX                dG (N, 4H) @ W_ih (4H, I)              one GEMM
-              dW                dG^T (4H, N) @ [X | H_prev] (N, I+H)   one GEMM
+    forward   fwd_input      x_t @ W_ih^T for its gate columns (fused), or: one (T*B, I) @ (I, 4H) GEMM before the
+                             loop, on all threads, charged to thread 0
+              fwd_recurrent  h_{t-1} (B, H) @ W_hh^T (H, 4H/P)
+              fwd_gates      gate math, c_t, h_t of its units
+              fwd_wait       the step's barrier (waiting for the slowest thread)
+    backward  bwd_gates      dL/dgates_t, dc_{t-1} of its units (+ bias gradient, + the rows dW needs)
+              bwd_wait       the barrier
+              bwd_recurrent  dh_{t-1} (B, H/P) = dgates_t (B, 4H) @ W_hh[:, its units]
+              bwd_weights    dW rows of its units += dgates_t^T [x_t | h_{t-1}] (fused), or: the dW GEMMs after each
+                             chunk of steps, on all threads, charged to thread 0
+              bwd_input      dx_t (fused, its columns), or: the dx GEMM after each chunk, charged to thread 0
+    pack                     packing the weights into per-thread panels, once per call
 
-The three big GEMMs are timed alone at the same shapes (torch.mm into a preallocated output), interleaved with the
-layers in the same rounds; the time loops are what is left: forward loop = forward - input projection, backward
-loop = backward - dX - dW. "GF/s" counts 2*m*n*k per GEMM, and 2*B*H*4H per step for each loop. Every number is a
-median over interleaved rounds, so they can be compared within one run (see benchmarks/README.md).
+Which input-side work is fused into the loop depends on H, B and the L2 cache (csrc/loop.h, fuse_input); the table
+says which ran. "µs/step" is per thread (thread 0 / thread 1 / ...); "GF/s" counts the phase's products (2*m*n*k)
+over the slowest thread's time, so it is the whole machine's rate; "share" is the slowest thread's time over the
+sum of those. The ms columns come from interleaved rounds with the timers off; the phase table from separate rounds
+with them on (they cost ~20 ns a phase: nothing at these sizes).
 
-    python benchmarks/profile_lstm.py                    # H x B in 512x64, 256x64, 128x64, 512x16
-    python benchmarks/profile_lstm.py --points 1024x64 --threads 1
+    python benchmarks/profile_lstm.py                    # H x B in 128x64, 256x64, 512x64, 1024x64
+    python benchmarks/profile_lstm.py --points 512x16 --threads 1
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
 import engine  # benchmarks/engine.py: malloc re-exec, round-robin timing, CPU description
 
+PHASES = ["fwd_input", "fwd_recurrent", "fwd_gates", "fwd_wait", "bwd_gates", "bwd_wait", "bwd_recurrent",
+          "bwd_weights", "bwd_input", "pack"]
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--points", type=engine.parse_points, default=[(512, 64), (256, 64), (128, 64), (512, 16)],
-                   metavar="HxB,...", help="points to profile (default: 512x64,256x64,128x64,512x16)")
+    p.add_argument("--points", type=engine.parse_points, default=[(128, 64), (256, 64), (512, 64), (1024, 64)],
+                   metavar="HxB,...", help="points to profile (default: 128x64,256x64,512x64,1024x64)")
     p.add_argument("--seq-len", type=engine.positive_int, default=64, metavar="T", help="time steps (default: 64)")
     p.add_argument("--threads", type=engine.positive_int, default=None, metavar="N",
                    help="torch threads (default: torch's)")
@@ -41,79 +55,82 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def steps_for(H: int, B: int, T: int):
-    import torch
-    from torch import nn
-
-    import rnnlab
-
-    N, I, G = T * B, H, 4 * H
-    ref = nn.LSTM(I, H)
-    mine = rnnlab.LSTM(I, H)
-    mine.load_state_dict(ref.state_dict())
-    x = torch.randn(T, B, I, requires_grad=True)
-    grad_out = torch.randn(T, B, H)
-
-    def forward(module):
-        def step():
-            module(x)  # with grad enabled: each keeps what its backward needs, as in training
-        return step
-
-    X, W_ih = torch.randn(N, I), torch.randn(G, I)
-    dG, XH = torch.randn(N, G), torch.randn(N, I + H)
-    out_proj, out_dx, out_dw = torch.empty(N, G), torch.empty(N, I), torch.empty(G, I + H)
-    steps = {
-        "nn.LSTM fwd": forward(ref),
-        "nn.LSTM fwd+bwd": engine.layer_step(ref, x, grad_out),
-        "rnnlab fwd": forward(mine),
-        "rnnlab fwd+bwd": engine.layer_step(mine, x, grad_out),
-        "GEMM input projection": lambda: torch.mm(X, W_ih.t(), out=out_proj),
-        "GEMM dX": lambda: torch.mm(dG, W_ih, out=out_dx),
-        "GEMM dW": lambda: torch.mm(dG.t(), XH, out=out_dw),
-    }
-    flops = {"GEMM input projection": 2.0 * N * I * G, "GEMM dX": 2.0 * N * G * I, "GEMM dW": 2.0 * G * N * (I + H),
-             "loop": 2.0 * T * B * H * G}
-    return steps, flops
+def phase_flops(H: int, B: int) -> dict[str, float]:
+    """Products each phase computes per step (I = H, 4 gates), summed over threads."""
+    G = 4 * H
+    return {"fwd_input": 2.0 * B * H * G, "fwd_recurrent": 2.0 * B * H * G, "bwd_recurrent": 2.0 * B * G * H,
+            "bwd_weights": 2.0 * G * B * 2 * H, "bwd_input": 2.0 * B * G * H}
 
 
 def main(argv) -> int:
     args = parse_args(argv)
     engine.ensure_malloc(argparse.Namespace(default_malloc=args.default_malloc), argv)
     import torch
+    from torch import nn
 
     import rnnlab
+    from rnnlab.engine.timing import phase_timers
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"_LSTM step profile: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{engine.cpu_description()}, malloc {engine.malloc_mode()}, rnnlab backend {rnnlab.backend_name()}, "
-          f"T={args.seq_len}, input=hidden, median of {args.repeats} interleaved rounds_\n")
-    print("| H | B | nn.LSTM fwd | nn.LSTM bwd | rnnlab fwd | = in-proj GEMM | + fwd loop (GF/s) | rnnlab bwd "
-          "| = bwd loop (GF/s) | + dX GEMM | + dW GEMM | big GEMMs GF/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if rnnlab.backend_name() != "cpp":
+        print("profile_lstm.py times the C++ engine's loop; it is not available here", file=sys.stderr)
+        return 1
+    T = args.seq_len
+    P = torch.get_num_threads()
+    print(f"_LSTM step profile: torch {torch.__version__}, {P} threads, {engine.cpu_description()}, "
+          f"malloc {engine.malloc_mode()}, T={T}, input=hidden, RNNLAB_FUSE={os.environ.get('RNNLAB_FUSE', 'auto')}, "
+          f"medians of {args.repeats} rounds_\n")
     for H, B in args.points:
-        steps, flops = steps_for(H, B, args.seq_len)
         engine.log(f"H={H} B={B} ...")
-        samples = engine.time_round_robin(steps, args.repeats, args.min_time)
-        med = {k: statistics.median(v) for k, v in samples.items()}
-        nn_f, nn_b = med["nn.LSTM fwd"], med["nn.LSTM fwd+bwd"] - med["nn.LSTM fwd"]
+        ref = nn.LSTM(H, H)
+        mine = rnnlab.LSTM(H, H)
+        mine.load_state_dict(ref.state_dict())
+        x = torch.randn(T, B, H, requires_grad=True)
+        grad_out = torch.randn(T, B, H)
+
+        def forward(module):
+            def step():
+                module(x)  # grad enabled: each keeps what its backward needs, as in training
+            return step
+
+        steps = {"nn fwd": forward(ref), "nn fwd+bwd": engine.layer_step(ref, x, grad_out),
+                 "rnnlab fwd": forward(mine), "rnnlab fwd+bwd": engine.layer_step(mine, x, grad_out)}
+        med = {k: statistics.median(v) for k, v in engine.time_round_robin(steps, args.repeats, args.min_time).items()}
+        train = steps["rnnlab fwd+bwd"]
+        rounds = []
+        for _ in range(args.repeats):
+            with phase_timers(P) as timers:
+                train()
+            rounds.append(timers.seconds)
+        threads = mine_threads(H, B, T)
+        per_step = {ph: [statistics.median(r[ph][p] for r in rounds) / T * 1e6 for p in range(threads)]
+                    for ph in PHASES}
+        slowest = {ph: max(v) for ph, v in per_step.items()}
+        total = sum(slowest.values())
+        flops = phase_flops(H, B)
+        nn_f, nn_b = med["nn fwd"], med["nn fwd+bwd"] - med["nn fwd"]
         my_f, my_b = med["rnnlab fwd"], med["rnnlab fwd+bwd"] - med["rnnlab fwd"]
-        proj, dx, dw = med["GEMM input projection"], med["GEMM dX"], med["GEMM dW"]
-        loop_f, loop_b = my_f - proj, my_b - dx - dw
-        big = (flops["GEMM input projection"] + flops["GEMM dX"] + flops["GEMM dW"]) / (proj + dx + dw) / 1e9
-
-        def ms(s):
-            return f"{s * 1e3:.2f}"
-
-        def gf(s):
-            return f"{flops['loop'] / s / 1e9:.0f}" if s > 0 else "n/a"
-
-        print(f"| {H} | {B} | {ms(nn_f)} | {ms(nn_b)} | {ms(my_f)} | {ms(proj)} | {ms(loop_f)} ({gf(loop_f)}) | "
-              f"{ms(my_b)} | {ms(loop_b)} ({gf(loop_b)}) | {ms(dx)} | {ms(dw)} | {big:.0f} |", flush=True)
-    print("\nms per call. rnnlab fwd = input projection + forward time loop; rnnlab bwd = backward time loop + dX + "
-          "dW (the loops are the remainders). The loops' GF/s count only their recurrent products (2*B*H*4H per "
-          "step); the gate math is inside their time.")
+        print(f"**H = {H}, B = {B}** ({threads} loop threads): forward {my_f * 1e3:.1f} ms (torch.nn.LSTM "
+              f"{nn_f * 1e3:.1f}), backward {my_b * 1e3:.1f} ms ({nn_b * 1e3:.1f}), forward+backward "
+              f"{(nn_f + nn_b) / (my_f + my_b):.2f}x torch.nn.LSTM's speed\n")
+        print("| phase | µs/step (" + " / ".join(f"thread {p}" for p in range(threads)) + ") | share | GF/s |")
+        print("|---|---:|---:|---:|")
+        for ph in PHASES:
+            gf = f"{flops[ph] / (slowest[ph] * 1e-6) / 1e9:.0f}" if ph in flops and slowest[ph] > 0 else ""
+            print(f"| {ph} | {' / '.join(f'{v:.1f}' for v in per_step[ph])} | {100 * slowest[ph] / total:.0f}% | {gf} |")
+        print(flush=True)
+    print("Phases that ran outside the loop (the unfused input side) show on thread 0 only, at the whole machine's "
+          "rate. The slowest threads' times add up to a little more than a step's wall time (they are not all on "
+          "the same thread).")
     return 0
+
+
+def mine_threads(H: int, B: int, T: int) -> int:
+    """Threads the C++ loop runs with at this point (csrc/loop.h, choose_threads)."""
+    from rnnlab.engine import _cpp
+
+    return int(_cpp.load().num_threads_for(4, H, B * T, T))
 
 
 if __name__ == "__main__":

@@ -465,3 +465,40 @@ def test_one_side_fused(side, mode, monkeypatch):
     torch.set_num_threads(max(2, torch.get_num_threads()))  # restored after the test by conftest's fixture
     monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
     _check_case(mode, torch.float32, True, [7, 6, 6, 3, 1, 1], 5, 37, True)
+
+
+@pytest.mark.parametrize("fuse", ["0", "1"])
+def test_phase_timers(fuse, monkeypatch):
+    """rnnlab.engine.timing.phase_timers: every phase the loop ran (fused or not) reports time, on the threads that
+    ran it; phases it did not run (the fused dx with RNNLAB_FUSE=0 runs outside the loop, on thread 0) report 0;
+    nothing is recorded outside the block, and the results do not change with the timers on."""
+    import rnnlab
+    from rnnlab.engine.timing import phase_timers
+
+    monkeypatch.setenv("RNNLAB_BACKEND", "cpp")
+    monkeypatch.setenv("RNNLAB_FUSE", fuse)
+    monkeypatch.setenv("RNNLAB_PAR_FLOPS", "0")
+    torch.set_num_threads(2)  # restored after the test by conftest's fixture
+    torch.manual_seed(0)
+    lstm = rnnlab.LSTM(12, 40)
+    x = torch.randn(9, 5, 12, requires_grad=True)
+    out_plain = lstm(x)[0]
+    (gx_plain,) = torch.autograd.grad(out_plain.sum(), x)
+    with phase_timers() as timers:
+        out = lstm(x)[0]
+        (gx,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(out, out_plain) and torch.equal(gx, gx_plain)
+    threads = EXT.num_threads_for(4, 40, 45, 9)
+    sec = timers.seconds
+    assert set(sec) == {"pack", "fwd_input", "fwd_recurrent", "fwd_gates", "fwd_wait", "bwd_gates", "bwd_wait",
+                        "bwd_recurrent", "bwd_weights", "bwd_input"}
+    for phase in ("pack", "fwd_recurrent", "fwd_gates", "bwd_gates", "bwd_recurrent"):
+        assert all(v > 0 for v in sec[phase][:threads]), (phase, sec[phase])
+    for phase in ("fwd_input", "bwd_weights", "bwd_input"):
+        assert sec[phase][0] > 0, (phase, sec[phase])
+    if fuse == "1" and threads > 1:  # fused: every thread projects its own columns and updates its own dW rows
+        assert sec["fwd_input"][1] > 0 and sec["bwd_weights"][1] > 0 and sec["bwd_input"][1] > 0
+    with phase_timers() as idle:
+        pass
+    assert all(v == 0.0 for vals in idle.seconds.values() for v in vals)
+    assert timers.total("fwd_gates") == sum(sec["fwd_gates"]) and timers.slowest("pack") == max(sec["pack"])

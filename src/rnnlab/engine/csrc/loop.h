@@ -49,6 +49,7 @@
 #include "rgemm.h"
 #include "gru.h"
 #include "lstm.h"
+#include "prof.h"
 
 namespace rnnlab {
 
@@ -409,6 +410,7 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   Plan pl = make_plan(H, P);
   const bool fx = (isLSTM || isGRU) && fuse_input(x.size(1), H, N, st.T, P, false, G);
   Tensor gi;
+  prof::Timer tm0(0);  // the big input projection (unfused) is charged to row 0
   if (isLSTM) {
     // LSTM: plain GEMM (oneDNN matmul reads W_ih^T in place; faster here than
     // _linear_pointwise), or fused into the time loop (fx: see fuse_input);
@@ -427,6 +429,7 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   } else {
     gi = lin(x, w_ih, bc).contiguous();
   }
+  tm0.lap(prof::kFwdInput);
   // GRU, fused: the biases lin() would have folded into gi
   const T* bxp = (isGRU && fx && bias) ? bc.data_ptr<T>() : nullptr;
   Tensor out = at::empty({N, H}, x.options());
@@ -482,6 +485,7 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
   T* ctp = zc_on ? ctmp.data_ptr<T>() : nullptr;
 
   run_region(P, [&](int p) {
+    prof::Timer tm(p);
     const int64_t j0 = pl.j0[p], hp = pl.hp[p];
     T* W = wpkp + woff[p];
     T* ct = ctp ? ctp + p * ct_stride : nullptr;
@@ -498,6 +502,7 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
         return wih + (g * H + j0 + u) * I;
       });
     T* scr = scrp + p * scr_stride;
+    tm.lap(prof::kPack);
     for (int64_t s = 0; s < st.T; ++s) {
       const int64_t t = reverse ? st.T - 1 - s : s;
       const int64_t nb = st.bs[t], row0 = st.off[t];
@@ -518,9 +523,11 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
         T* xs = isGRU ? scr + scr_half : scr;
         const bool sum_x = fx && !isGRU;
         if (fx) RecW<T>::mm(nb, ld, I, xp + row0 * I, I, Wi, xs, ld, false);
+        tm.lap(prof::kFwdInput);
         if (n1 > 0) RecW<T>::mm(n1, ld, H, A, H, W, scr, ld, sum_x);
         if (nb > n1)
           RecW<T>::mm(nb - n1, ld, H, A0 + n1 * H, H, W, scr + n1 * ld, ld, sum_x);
+        tm.lap(prof::kFwdRecurrent);
         T* hmnext = rm ? hmp + ((s + 1) & 1) * B * H : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
           const T* hprev = b < n1 ? prev + b * H : h0p + b * H;
@@ -549,8 +556,10 @@ std::vector<Tensor> forward_impl(Tensor x, const Tensor& batch_sizes, Tensor h0,
             mul_into<T>(hmnext + b * H + j0, outp + r * H + j0, mp + b * H + j0,
                         hp, false);
         }
+        tm.lap(prof::kFwdGates);
       }
       step_barrier(P);
+      tm.lap(prof::kFwdWait);
     }
   });
 
@@ -694,10 +703,12 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
 
   // pack (each thread its own block: first touch in its own cache)
   run_region(P, [&](int p) {
+    prof::Timer tm(p);
     const int64_t j0 = pl.j0[p], hp = pl.hp[p];
     RecW<T>::pack_k(GH, hp, wpkp + woff[p], [&](int64_t k) {
       return whh + Cell::hrow(k, H) * H + j0;
     });
+    tm.lap(prof::kPack);
   });
 
   Tensor dx = at::empty({N, I}, x.options());
@@ -752,6 +763,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
     run_region(P, [&](int p) {
       using Tr = VT<T>;
       using V = typename Tr::V;
+      prof::Timer tm(p);
       const int64_t j0 = pl.j0[p], hp = pl.hp[p];
       const T* W = wpkp + woff[p];
       T* th = tsp ? tsp + p * ts_stride : nullptr;  // d*dh_t (zone_h)
@@ -764,6 +776,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
         RecW<T>::pack_k(GH, ip, Wx, [&](int64_t k) { return wihp + k * I + i0; });
         std::memset(dWo, 0, sizeof(T) * G * hp * (I + H));
       }
+      tm.lap(prof::kPack);
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t t = reverse ? s : st.T - 1 - s;
         const int64_t nb = st.bs[t], row0 = st.off[t];
@@ -827,7 +840,9 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
           }
           if (probe) part[size_t(p) * st.T + t] = sq;
         }
+        tm.lap(prof::kBwdGates);
         step_barrier(P);
+        tm.lap(prof::kBwdWait);
         if (hp > 0) {
           if (!rm) {
             RecW<T>::mm(nb, hp, GH, dGt, GD * H, W, dhp + j0, H, dh_beta);
@@ -837,6 +852,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
               mul_into<T>(dhp + b * H + j0, gscr + b * hp, mp + b * H + j0, hp,
                           dh_beta);
           }
+          tm.lap(prof::kBwdRecurrent);
           if (fb) {
             // dW rows of own units += dG_t[:, g*H + j0 .. +hp]^T @ [x_t | h_{t-1} (* m)]
             for (int64_t g = 0; g < G; ++g) {
@@ -844,10 +860,12 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
               gemm_tn<T>(hp, I, nb, dGt + g * H + j0, GD * H, xcp + row0 * I, I, Cg, I + H);
               gemm_tn<T>(hp, H, nb, dGt + g * H + j0, GD * H, xht, H, Cg + I, I + H);
             }
+            tm.lap(prof::kBwdWeights);
           }
         }
         // fb: dx_t[:, own columns i0 .. i0+ip) = dG_t @ W_ih[:, those columns]
         if (fb && ip > 0) RecW<T>::mm(nb, ip, GH, dGt, GD * H, Wx, dxp + row0 * I + i0, I, false);
+        tm.lap(prof::kBwdInput);
       }
       if (fb && hp > 0)
         for (int64_t g = 0; g < G; ++g)
@@ -856,6 +874,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
             std::memcpy(dwihp + (g * H + j0 + u) * I, src, sizeof(T) * I);
             std::memcpy(dwhhp + (g * H + j0 + u) * H, src + I, sizeof(T) * H);
           }
+      tm.lap(prof::kBwdWeights);
     });
     if (fb) {
       s_begin = s_end;
@@ -864,12 +883,14 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
 
     // Big GEMMs of this chunk's rows (all threads, oneDNN for float32),
     // written in place: dx rows, dW accumulated (beta = 1 after the first).
+    prof::Timer tm0(0);
     const int64_t rc = rowhi - rowlo;
     const bool first = s_begin == 0;
     Tensor dGr = dGc.narrow(0, 0, rc);
     Tensor dGi = isGRU ? dGr.narrow(1, H, GH) : dGr;  // torch gate order
     Tensor dxr = dx.narrow(0, rowlo, rc);
     mm_into(dGi, w_ih, dxr, false);
+    tm0.lap(prof::kBwdInput);
     if (split) {
       mm_into(dGr.t(), x.narrow(0, rowlo, rc), dwih, !first);
       mm_into(dGr.t(), xh.narrow(0, 0, rc), dwhh, !first);
@@ -879,6 +900,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
         std::memcpy(dst + (r - rowlo) * (I + H), xp + r * I, sizeof(T) * I);
       mm_into(dGr.t(), xh.narrow(0, 0, rc), Y, !first);
     }
+    tm0.lap(prof::kBwdWeights);
     s_begin = s_end;
   }
 

@@ -5,7 +5,8 @@
 #include <torch/extension.h>
 
 #include "loop.h"
-#include "masks.h"  // bernoulli_fill: the regularisers' random masks
+#include "masks.h"
+#include "prof.h"  // phase timers of the time loop (benchmarks/profile_lstm.py)  // bernoulli_fill: the regularisers' random masks
 #include "variants.h"  // LN LSTM / GRU and Skip RNN loops
 
 namespace rnnlab {
@@ -112,6 +113,21 @@ std::vector<Tensor> backward(int64_t mode, Tensor x, Tensor batch_sizes,
   });
 }
 
+// Phase timers (prof.h): turn on/off (clearing the table), and read it as
+// (phase names, seconds: (threads, phases)).
+static void profile_enable(bool on) {
+  prof::reset();
+  prof::set_enabled(on);
+}
+static std::tuple<std::vector<std::string>, Tensor> profile_read() {
+  std::vector<std::string> names(prof::kNames, prof::kNames + prof::kPhases);
+  Tensor sec = at::empty({prof::kMaxThreads, prof::kPhases}, at::kDouble);
+  double* d = sec.data_ptr<double>();
+  for (int p = 0; p < prof::kMaxThreads; ++p)
+    for (int k = 0; k < prof::kPhases; ++k) d[p * prof::kPhases + k] = prof::table()[p].sec[k];
+  return {names, sec};
+}
+
 }  // namespace rnnlab
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -136,6 +152,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bernoulli_fill", &rnnlab::bernoulli_fill,
         "out[i] = value with probability p else 0, in place (SplitMix64 from seed; masks.h)",
         py::arg("out"), py::arg("p"), py::arg("value"), py::arg("seed"));
+  m.def("profile_enable", &rnnlab::profile_enable,
+        "phase timers of the time loop on/off (prof.h); clears them", py::arg("on"));
+  m.def("profile_read", &rnnlab::profile_read,
+        "(phase names, seconds per thread and phase as a (64, phases) float64 tensor)");
   m.def("num_threads_for", &rnnlab::choose_threads,
         "threads the time loop would use for (G, H, N, T)");
 }

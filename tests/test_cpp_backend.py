@@ -502,3 +502,37 @@ def test_phase_timers(fuse, monkeypatch):
         pass
     assert all(v == 0.0 for vals in idle.seconds.values() for v in vals)
     assert timers.total("fwd_gates") == sum(sec["fwd_gates"]) and timers.slowest("pack") == max(sec["pack"])
+
+
+def test_float32_activations_are_accurate_elementwise():
+    """The float32 gate math's own tanh (a rational approximation, csrc/common.h) and sigmoid, seen through layers
+    whose pre-activations are exactly x (identity W_ih, zero W_hh and bias, one step): every element within 1e-6
+    relative of float64 torch.tanh / torch.sigmoid, from 0 and tiny values to saturation; NaN stays NaN."""
+    n = 64
+    x = torch.cat([torch.linspace(-12, 12, 4096 - 8 * n), torch.logspace(-30, 1, 8 * n) * torch.tensor([1.0, -1.0]).repeat(4 * n)])
+    x = x.reshape(-1, n)  # (B, n): one step of B sequences
+    bs = torch.tensor([x.shape[0]])
+    eye = torch.eye(n)
+    zeros_hh = torch.zeros(n, n)
+    h0 = torch.zeros(x.shape[0], n)
+    out = EXT.forward(0, x, bs, h0, torch.empty(0), eye, zeros_hh, torch.empty(0), torch.empty(0), False, False)[0]
+    ref = torch.tanh(x.double())
+    err = ((out.double() - ref).abs() / ref.abs().clamp_min(1e-300)).max().item()
+    assert err <= 1e-6, err
+    # LSTM with only the input gate's block open: i = sigmoid(x), g = tanh(x), f = o = sigmoid(0);
+    # c = i * g from c0 = 0, h = o * tanh(c)
+    w_ih = torch.zeros(4 * n, n)
+    w_ih[:n] = eye
+    w_ih[2 * n:3 * n] = eye
+    res = EXT.forward(2, x, bs, h0, torch.zeros_like(h0), w_ih, torch.zeros(4 * n, n), torch.empty(0),
+                      torch.empty(0), False, False)
+    xd = x.double()
+    c_ref = torch.sigmoid(xd) * torch.tanh(xd)
+    h_ref = 0.5 * torch.tanh(c_ref)
+    for got, want in ((res[2], c_ref), (res[0], h_ref)):
+        err = ((got.double() - want).abs() / want.abs().clamp_min(1e-300)).max().item()
+        assert err <= 2e-6, err
+    nan_in = x.clone()
+    nan_in[0, 0] = float("nan")
+    out = EXT.forward(0, nan_in, bs, h0, torch.empty(0), eye, zeros_hh, torch.empty(0), torch.empty(0), False, False)[0]
+    assert torch.isnan(out[0, 0]) and not torch.isnan(out[1:]).any()

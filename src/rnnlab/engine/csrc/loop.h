@@ -715,22 +715,31 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
   // dW = sum over chunks of dG^T @ [x | h_prev].  split: straight into
   // dW_ih (dG^T @ x rows, read in place) and dW_hh (dG^T @ h_prev rows, copied
   // in the loop); else one GEMM into Y (GD*H, I+H) over [x | h_prev] copied
-  // rows, split at the end (GRU always: its dW rows are permuted).  Split
-  // saves the final copy of Y (large at big H, few rows) but oneDNN runs two
-  // narrow GEMMs slower than one wide one at small I, H with many rows.
+  // rows, split at the end.  Split saves the final copy of Y (large at big H,
+  // few rows) but oneDNN runs two narrow GEMMs slower than one wide one at
+  // small I, H with many rows.  (LSTM, Elman; the GRU has its own, gru3 below.)
   bool split = !isGRU && GD == G && (std::min(I, H) >= 256 || N <= 1024);
   if (const char* e = std::getenv("RNNLAB_DW_SPLIT")) split = !isGRU && GD == G && std::atoi(e) != 0;
   if (fb) split = true;  // h_{t-1} rows only (x_t is read in place); dW_ih, dW_hh written by the threads
-  Tensor Y, dwih, dwhh;
-  if (split) {
+  // GRU: its dgates rows are [dn_h | dr dz | dn_i] (4H, see gru.h), but each
+  // side's dW needs only 3H of those columns: dW_ih from [H, 4H) (torch's r,
+  // z, n) against x, dW_hh from [0, 3H) ([n, r, z]) against h_{t-1}, into Yh
+  // and permuted to r, z, n at the end.  Two 3H-row GEMMs instead of one 4H
+  // (x_t read in place, only h_{t-1} rows copied): 25% fewer dW FLOPs.
+  // (Measured against the one 4H-row GEMM: 5-9% faster GRU forward+backward at
+  // H = 256, 512 with B = 16, 64; even at 128 x 16.)
+  constexpr bool gru3 = isGRU;
+  Tensor Y, Yh, dwih, dwhh;
+  if (split || gru3) {
     dwih = at::empty({GH, I}, x.options());
     dwhh = at::empty({GH, H}, x.options());
+    if (gru3) Yh = at::empty({GH, H}, x.options());
   } else {
     Y = at::empty({GD * H, I + H}, x.options());
   }
   Tensor dgsum = at::zeros({GD * H}, x.options());  // summed in the loop
   T* dgsp = bias ? dgsum.data_ptr<T>() : nullptr;
-  const int64_t xw = split ? H : I + H, xoff = split ? 0 : I;
+  const int64_t xw = split || gru3 ? H : I + H, xoff = split || gru3 ? 0 : I;
   Tensor xh = at::empty({std::max<int64_t>(Rbuf, 1), xw}, x.options());  // [x |] h_prev rows
   T* xhp = xh.data_ptr<T>();
   Tensor xc = fb ? x.contiguous() : Tensor();
@@ -887,11 +896,18 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
     const int64_t rc = rowhi - rowlo;
     const bool first = s_begin == 0;
     Tensor dGr = dGc.narrow(0, 0, rc);
+    // GRU, gru3: each side's 3H columns as one contiguous copy, which oneDNN
+    // reads in place (it would copy a strided view anyway)
     Tensor dGi = isGRU ? dGr.narrow(1, H, GH) : dGr;  // torch gate order
+    if (gru3) dGi = dGi.contiguous();
     Tensor dxr = dx.narrow(0, rowlo, rc);
     mm_into(dGi, w_ih, dxr, false);
     tm0.lap(prof::kBwdInput);
-    if (split) {
+    if (gru3) {
+      mm_into(dGi.t(), x.narrow(0, rowlo, rc), dwih, !first);
+      Tensor dGh = dGr.narrow(1, 0, GH).contiguous();  // [dn_h | dr dz]
+      mm_into(dGh.t(), xh.narrow(0, 0, rc), Yh, !first);
+    } else if (split) {
       mm_into(dGr.t(), x.narrow(0, rowlo, rc), dwih, !first);
       mm_into(dGr.t(), xh.narrow(0, 0, rc), dwhh, !first);
     } else {
@@ -909,12 +925,13 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
       dwih.zero_();
       dwhh.zero_();
     }
-  } else if (isGRU) {
-    if (st.T == 0) Y.zero_();
-    dwih = Y.narrow(0, H, GH).narrow(1, 0, I).contiguous();
-    dwhh = at::empty({GH, H}, x.options());
-    dwhh.narrow(0, 0, 2 * H).copy_(Y.narrow(0, H, 2 * H).narrow(1, I, H));
-    dwhh.narrow(0, 2 * H, H).copy_(Y.narrow(0, 0, H).narrow(1, I, H));
+  } else if (gru3) {
+    if (st.T == 0) {
+      dwih.zero_();
+      Yh.zero_();
+    }
+    dwhh.narrow(0, 0, 2 * H).copy_(Yh.narrow(0, H, 2 * H));  // r, z
+    dwhh.narrow(0, 2 * H, H).copy_(Yh.narrow(0, 0, H));      // n
   } else {
     if (st.T == 0) Y.zero_();
     dwih = Y.narrow(1, 0, I).contiguous();

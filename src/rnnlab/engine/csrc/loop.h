@@ -108,7 +108,9 @@ inline bool fuse_input(int64_t I, int64_t H, int64_t N, int64_t T, int P,
   if (const char* e = std::getenv("RNNLAB_FUSE")) {  // 0, 1, forward, backward
     const std::string v(e);
     if (v == "forward" || v == "backward") return (v == "backward") == backward;
-    return std::atoi(e) != 0;
+    TORCH_CHECK(v == "0" || v == "1", "rnnlab: RNNLAB_FUSE must be 0, 1, forward or backward; got '", v,
+                "'. Unset it for the automatic choice.");
+    return v == "1";
   }
   if (T == 0) return false;
   const double bavg = double(N) / double(T);
@@ -717,7 +719,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
   // in the loop); else one GEMM into Y (GD*H, I+H) over [x | h_prev] copied
   // rows, split at the end.  Split saves the final copy of Y (large at big H,
   // few rows) but oneDNN runs two narrow GEMMs slower than one wide one at
-  // small I, H with many rows.  (LSTM, Elman; the GRU has its own, gru3 below.)
+  // small I, H with many rows.  (LSTM, Elman; the GRU has its own, isGRU below.)
   bool split = !isGRU && GD == G && (std::min(I, H) >= 256 || N <= 1024);
   if (const char* e = std::getenv("RNNLAB_DW_SPLIT")) split = !isGRU && GD == G && std::atoi(e) != 0;
   if (fb) split = true;  // h_{t-1} rows only (x_t is read in place); dW_ih, dW_hh written by the threads
@@ -727,19 +729,18 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
   // and permuted to r, z, n at the end.  Two 3H-row GEMMs instead of one 4H
   // (x_t read in place, only h_{t-1} rows copied): 25% fewer dW FLOPs.
   // (Measured against the one 4H-row GEMM: 5-9% faster GRU forward+backward at
-  // H = 256, 512 with B = 16, 64; even at 128 x 16.)
-  constexpr bool gru3 = isGRU;
+  // H = 256, 512 with B = 16, 64; the same within the noise at 128 x 16.)
   Tensor Y, Yh, dwih, dwhh;
-  if (split || gru3) {
+  if (split || isGRU) {
     dwih = at::empty({GH, I}, x.options());
     dwhh = at::empty({GH, H}, x.options());
-    if (gru3) Yh = at::empty({GH, H}, x.options());
+    if (isGRU) Yh = at::empty({GH, H}, x.options());
   } else {
     Y = at::empty({GD * H, I + H}, x.options());
   }
   Tensor dgsum = at::zeros({GD * H}, x.options());  // summed in the loop
   T* dgsp = bias ? dgsum.data_ptr<T>() : nullptr;
-  const int64_t xw = split || gru3 ? H : I + H, xoff = split || gru3 ? 0 : I;
+  const int64_t xw = split || isGRU ? H : I + H, xoff = split || isGRU ? 0 : I;
   Tensor xh = at::empty({std::max<int64_t>(Rbuf, 1), xw}, x.options());  // [x |] h_prev rows
   T* xhp = xh.data_ptr<T>();
   Tensor xc = fb ? x.contiguous() : Tensor();
@@ -896,14 +897,13 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
     const int64_t rc = rowhi - rowlo;
     const bool first = s_begin == 0;
     Tensor dGr = dGc.narrow(0, 0, rc);
-    // GRU, gru3: each side's 3H columns as one contiguous copy, which oneDNN
+    // GRU: each side's 3H columns as one contiguous copy, which oneDNN
     // reads in place (it would copy a strided view anyway)
-    Tensor dGi = isGRU ? dGr.narrow(1, H, GH) : dGr;  // torch gate order
-    if (gru3) dGi = dGi.contiguous();
+    Tensor dGi = isGRU ? dGr.narrow(1, H, GH).contiguous() : dGr;  // torch gate order
     Tensor dxr = dx.narrow(0, rowlo, rc);
     mm_into(dGi, w_ih, dxr, false);
     tm0.lap(prof::kBwdInput);
-    if (gru3) {
+    if (isGRU) {
       mm_into(dGi.t(), x.narrow(0, rowlo, rc), dwih, !first);
       Tensor dGh = dGr.narrow(1, 0, GH).contiguous();  // [dn_h | dr dz]
       mm_into(dGh.t(), xh.narrow(0, 0, rc), Yh, !first);
@@ -925,7 +925,7 @@ std::vector<Tensor> backward_impl(Tensor x, const Tensor& batch_sizes,
       dwih.zero_();
       dwhh.zero_();
     }
-  } else if (gru3) {
+  } else if (isGRU) {
     if (st.T == 0) {
       dwih.zero_();
       Yh.zero_();

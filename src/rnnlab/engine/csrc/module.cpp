@@ -5,8 +5,8 @@
 #include <torch/extension.h>
 
 #include "loop.h"
-#include "masks.h"
-#include "prof.h"  // phase timers of the time loop (benchmarks/profile_lstm.py)  // bernoulli_fill: the regularisers' random masks
+#include "masks.h"  // bernoulli_fill: the regularisers' random masks
+#include "prof.h"   // phase timers of the time loop (benchmarks/profile_lstm.py)
 #include "variants.h"  // LN LSTM / GRU and Skip RNN loops
 
 namespace rnnlab {

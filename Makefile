@@ -18,6 +18,8 @@ demo: $(STAMP)
 
 # The fast suite. Engine tests take the `backend` fixture (tests/conftest.py), so this one run covers both the
 # C++ and the pure-PyTorch backend; a C++ build failure fails them rather than falling back silently.
+# It includes tests/test_wheel_install.py (marker `install`, 1-3 min): the wheel in a fresh venv without extras,
+# which needs the package index for the core dependencies (it fails, not skips, without one).
 test: $(STAMP)
 	$(PYTEST) -m "not slow"
 
@@ -37,6 +39,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # constraints.txt pins torch to the CPU build on this machine's disk; never let pip choose another torch.
+# The dev extra is every optional extra (text, plots, onnx) plus the test tools.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	touch $@

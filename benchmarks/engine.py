@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(default: the full grid; probe at 128x1,256x16,512x64)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="torch.set_num_threads(N) (default: torch's choice, one per core)")
-    p.add_argument("--markdown", action="store_true", help="print the tables as markdown (for the README)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown (as in docs/engine.md)")
     p.add_argument("--backend", choices=("auto", "cpp", "python"), default=None,
                    help="rnnlab's engine backend (sets RNNLAB_BACKEND; default: as the environment says)")
     p.add_argument("--default-malloc", action="store_true",
@@ -118,8 +118,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def ensure_malloc(args: argparse.Namespace, argv: list[str]) -> None:
-    """Re-exec the running script (engine.py, or another script that imports it) with the malloc settings asked
-    for: glibc reads them once, at process start."""
+    """Re-exec the running script (engine.py, or another script that imports it) with the malloc settings
+    requested: glibc reads them once, at process start."""
     tuned_now = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
     if tuned_now == (not args.default_malloc) or os.environ.get(_REEXEC_FLAG):
         return

@@ -15,10 +15,10 @@ The pairs (each variant's plain baseline and its Python loop):
 Each loop gets the rnnlab module's weights, and a note is printed if their outputs differ by more than 1e-4.
 Printed per (H, B) point, T = 64, input = hidden, float32, training mode: the median time of one forward+backward
 (``out, _ = m(x); out.backward(g)``, the input's gradient included) and two ratios per variant — its time over the
-plain layer's (the issue's target: <= 1.3x) and the loop's time over the variant's (target: >= 3x), each the
-median of per-round ratios with their range. Everything at a point is timed round-robin in one process after a
-warm-up (benchmarks/engine.py's habits and its malloc re-exec: tuned thresholds unless --default-malloc). On a
-shared machine use --threads 1 (see benchmarks/README.md). Nothing here asserts a time.
+plain layer's (1.0x: the variant costs nothing extra) and the loop's time over the variant's (the speed-up over
+the naive loop), each the median of per-round ratios with their range. Everything at a point is timed round-robin
+in one process after a warm-up (benchmarks/engine.py's habits and its malloc re-exec: tuned thresholds unless
+--default-malloc). On a shared machine use --threads 1 (see benchmarks/README.md). Nothing here asserts a time.
 
     python benchmarks/variant_cells.py                     # H x B in 256x16, 256x64, 512x16, 512x64
     python benchmarks/variant_cells.py --points 256x16 --threads 1 --repeats 3
@@ -253,8 +253,8 @@ def main(argv: list[str]) -> int:
     print(engine.render(["H", "B", "variant", "ms", "plain ms", "variant / plain time (range)", "loop ms",
                          "loop / variant time (range)"], rows, md))
     print("\nms: median time of one forward+backward. 'variant / plain': the variant's time over the plain rnnlab "
-          "layer's of the same depth (target <= 1.3x); 'loop / variant': the naive Python loop's time over the "
-          "variant's (target >= 3x); each the median of per-round ratios, their range in brackets. The 'LSTM "
+          "layer's of the same depth; 'loop / variant': the naive Python loop's time over the "
+          "variant's; each the median of per-round ratios, their range in brackets. The 'LSTM "
           "(plain)' row is rnnlab.LSTM against the plain nn.LSTMCell loop: the bound the variants' loop ratios "
           "inherit.")
     share = load.share()

@@ -160,6 +160,8 @@ DAMAGE = {
     "no_rng": _edit_meta(lambda m: m.pop("rng")),
     "bad_trainer": _edit_meta(lambda m: m.update(trainer={"epoch": "x"})),
     "dangling_alias": _edit_meta(lambda m: m.update(aliases={"decoder.weight": "no.such.tensor"})),
+    # A tagger's or classifier's word vocabulary without <unk>: a word outside it cannot be read at all.
+    "no_unk": _edit_meta(lambda m: m["vocab"]["words"].update(specials=["<pad>"])),
 }
 
 # The case table: id -> (argv builder, strings the error line must contain). `c` is a Ctx.
@@ -457,6 +459,18 @@ CASES = {
     "generate-dangling-alias": (lambda c: ["generate", c.damaged("lm", "dangling_alias")],
                                 ["CHECKPOINT", "checkpoint.json", "'aliases' maps 'decoder.weight' to "
                                  "'no.such.tensor'", "model.safetensors does not hold", "retrain"]),
+    # -- input outside a vocabulary without <unk> (the LM's characters: its training text had every one it met) ------
+    "eval-unknown-characters": (lambda c: ["eval", c.runs["lm"], "--file", BAD / "lm_unknown_chars.txt"],
+                                ["--file", "lm_unknown_chars.txt", "4 of 20 characters", "not in the model's "
+                                 "vocabulary ('T' ×1, 'Q' ×1, 'B' ×1, 'F' ×1)", "no <unk>", "retrain"]),
+    "generate-unknown-prompt": (lambda c: ["generate", c.runs["lm"], "--prompt", "Über"],
+                                ["1 of 4 characters in --prompt", "'Ü' U+00DC ×1", "no <unk>", "remove"]),
+    "predict-tagger-no-unk": (lambda c: ["predict", c.damaged("tag", "no_unk"), "--file", BAD / "ok.txt", "--output",
+                                         c.tmp / "o"],
+                              ["--file", "ok.txt", "4 of 4 words", "'The' ×1", "no <unk>", "remove these words"]),
+    "predict-classifier-no-unk": (lambda c: ["predict", c.damaged("classify", "no_unk"), "--file", BAD / "ok.txt",
+                                             "--output", c.tmp / "o"],
+                                  ["--file", "ok.txt", "4 of 4 words", "'barks' ×1", "no <unk>"]),
 }
 
 

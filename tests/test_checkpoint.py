@@ -97,7 +97,7 @@ def test_load_errors_say_what_to_pass(tmp_path):
         load_checkpoint(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="not a checkpoint .* OUT/best or OUT/last"):
         load_checkpoint(tmp_path)
-    (tmp_path / "checkpoint.json").write_text('{"format": "other"}')
+    (tmp_path / "checkpoint.json").write_text('{"format": "other"}', encoding="utf-8")
     with pytest.raises(CheckpointError, match="not an rnnlab checkpoint"):
         load_checkpoint(tmp_path)
 
@@ -140,7 +140,7 @@ def test_resume_mid_epoch_reaches_the_same_weights_bit_for_bit(tmp_path):
         assert torch.equal(a, b), k
 
     def records(run):
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        lines = (tmp_path / run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         return [{k: v for k, v in json.loads(ln).items() if k not in ("tokens_per_s", "elapsed_s", "epoch_s")}
                 for ln in lines if json.loads(ln)["kind"] != "stop"]
 
@@ -279,8 +279,8 @@ for k in range(kills):
     if k % 3 == 0:
         # Every third child is first allowed to complete a save (on a loaded machine a save can take longer than
         # the random sleep below, and then no child would ever finish one), so the run always makes progress.
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             try:
                 if load_checkpoint(out / "last").meta["i"] > i:
                     break
@@ -308,9 +308,9 @@ print(json.dumps({"kills": kills, "last": i, "killed_mid_save": mid_save}))
 
 
 def test_sigkill_during_saves_always_leaves_a_loadable_resumable_checkpoint(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
     r = subprocess.run([sys.executable, "-c", _KILLER, str(tmp_path / "run"), "30", "7"], capture_output=True,
-                       text=True, env=env, timeout=300)
+                       encoding="utf-8", env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["kills"] == 30 and report["last"] > 1  # the children did save

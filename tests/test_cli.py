@@ -15,7 +15,9 @@ def rnnlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     # Import this checkout's rnnlab even where it was not pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "rnnlab", *args], capture_output=True, text=True, env=env,
+    # What the command prints is read as UTF-8 whatever the locale (its messages hold e.g. "→").
+    env["PYTHONIOENCODING"] = "utf-8"
+    return subprocess.run([sys.executable, "-m", "rnnlab", *args], capture_output=True, encoding="utf-8", env=env,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -92,5 +94,17 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("rnnlab")
     if not script.exists():
         pytest.skip("rnnlab is not pip-installed in this environment")
-    r = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(script), "--help"], capture_output=True, encoding="utf-8", timeout=300,
+                       env=dict(os.environ, PYTHONIOENCODING="utf-8"))
     assert r.returncode == 0 and "examples:" in r.stdout
+
+
+def test_an_ascii_locale_gets_escapes_not_a_crash():
+    """Under LANG=C with no UTF-8 coercion stdout is ASCII; the help's 'λ' and the progress lines' '→' must not end
+    the run with UnicodeEncodeError."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    r = subprocess.run([sys.executable, "-m", "rnnlab", "task", "parity", "--help"], capture_output=True, env=env,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr.decode("ascii", "replace")
+    assert b"--skip-budget \\u03bb" in r.stdout

@@ -15,7 +15,7 @@ from rnnlab.cli.options import UsageError
 from rnnlab.data.labeled import TextVocab
 from rnnlab.train.supervised import load_sequence_model
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 WORDS = "the a movie film plot actor scene was is very quite not really story music".split()
 TINY = ["--emb", "16", "--hidden", "16", "--dropout", "0", "--batch-size", "16", "--lr", "0.01", "--min-count", "1",
@@ -61,7 +61,7 @@ def trained(data, tmp_path_factory):
 def test_learns_the_rule_and_writes_a_checkpoint(trained, data):
     out = trained
     assert (out / "best" / "model.safetensors").exists() and (out / "last" / "checkpoint.json").exists()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4]
     test = [r for r in records if r["kind"] == "test"][0]
     assert test["n"] == 80 and test["labels"] == ["neg", "pos"] and test["accuracy"] > 0.9  # chance: ~0.5
@@ -85,8 +85,8 @@ def test_prints_data_model_and_the_final_report(data, tmp_path, capsys):
 def test_predict_new_lines_and_a_labelled_file(trained, data, tmp_path, capsys):
     (tmp_path / "new.txt").write_text("the film was good\n\nnot really a movie\ngood good plot\n", encoding="utf-8")
     assert run_predict(trained, "--file", tmp_path / "new.txt", "--output", tmp_path / "o.tsv") == 0
-    assert (tmp_path / "o.tsv").read_text().splitlines() == ["pos\tthe film was good", "neg\tnot really a movie",
-                                                            "pos\tgood good plot"]
+    assert (tmp_path / "o.tsv").read_text(encoding="utf-8").splitlines() == [
+        "pos\tthe film was good", "neg\tnot really a movie", "pos\tgood good plot"]
     assert "classified 3 texts" in capsys.readouterr().err
     assert run_predict(trained, "--file", data / "dev.tsv") == 0  # the training format: labels known → accuracy
     out, err = capsys.readouterr()
@@ -148,3 +148,9 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         run_predict("--help")
     assert "rnnlab train classify" in capsys.readouterr().out
+
+
+def test_checkpoint_every_saves_last_within_an_epoch(data, tmp_path, capsys, monkeypatch):
+    # 320 lines in batches of 16: 20 batches per epoch
+    check_checkpoint_every(capsys, monkeypatch, ("train", "classify"), ["--train", data / "train.tsv", "--valid",
+                           data / "dev.tsv", *TINY], tmp_path / "run")

@@ -28,7 +28,7 @@ def test_diagnose_a_fresh_tanh_rnn_on_the_adding_task(capsys, tmp_path):
     assert "remedies:" in stdout and "--cell lstm" in stdout
     page = _check_report(out, ["decay.png", "saturation.png"])
     assert "verdict: VANISHING" in page
-    data = json.loads((out / "diagnostics.json").read_text())
+    data = json.loads((out / "diagnostics.json").read_text(encoding="utf-8"))
     assert data["verdict"]["status"] == "vanishing"
     assert data["diagnostics"]["length"] == 40
     assert len(data["diagnostics"]["layers"][0]["grad_norms"]) == 40
@@ -60,7 +60,7 @@ def test_diagnose_compare_tiny(capsys, tmp_path):
     page = _check_report(out, ["loss.png", "decay.png", "saturation-lstm.png", "history-irnn.png"])
     for name in ("tanh RNN", "LSTM", "IRNN"):
         assert f"<h2>{name}</h2>" in page
-    runs = json.loads((out / "diagnostics.json").read_text())["runs"]
+    runs = json.loads((out / "diagnostics.json").read_text(encoding="utf-8"))["runs"]
     assert set(runs) == {"tanh RNN", "LSTM", "IRNN"}
     assert runs["IRNN"]["diagnostics"]["layers"][0]["cell"] == "rnn_relu"
 
@@ -74,7 +74,7 @@ def test_diagnose_compare_two_lengths_one_report(capsys, tmp_path):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "T = 8: side by side" in page and "T = 12: side by side" in page
     for t in (8, 12):
-        runs = json.loads((out / f"T{t}" / "diagnostics.json").read_text())["runs"]
+        runs = json.loads((out / f"T{t}" / "diagnostics.json").read_text(encoding="utf-8"))["runs"]
         assert set(runs) == {"tanh RNN", "LSTM", "IRNN"}
         assert runs["LSTM"]["diagnostics"]["layers"][0]["cell"] == "lstm"
         assert (out / f"T{t}" / "decay.png").is_file()

@@ -32,7 +32,7 @@ def runs(data, tmp_path_factory):  # noqa: F811
 def _probs(run, text_file):
     model, ckpt = load_sequence_model(run)
     vocab = TextVocab.from_json(ckpt.meta["vocab"])
-    data = parse_labeled(text_file.read_text(), str(text_file), format="tsv")
+    data = parse_labeled(text_file.read_text(encoding="utf-8"), str(text_file), format="tsv")
     encoded = encode_labeled(data, vocab)
     x, lengths, _ = collate_labeled(encoded, list(range(len(encoded))), vocab.pad_id)  # (N, T), (N,)
     with torch.no_grad():
@@ -43,7 +43,7 @@ def test_ensemble_averages_the_probabilities(runs, data, tmp_path, capsys):  # n
     assert run_predict(runs[0], "--ensemble", runs[1], runs[2], "--file", data / "dev.tsv",
                        "--output", tmp_path / "o.tsv") == 0
     err = capsys.readouterr().err
-    got = [line.split("\t")[0] for line in (tmp_path / "o.tsv").read_text().splitlines()]
+    got = [line.split("\t")[0] for line in (tmp_path / "o.tsv").read_text(encoding="utf-8").splitlines()]
     each = [_probs(r, data / "dev.tsv") for r in runs]
     labels, gold = each[0][1], each[0][2]
     mean = torch.stack([p for p, _, _ in each]).mean(0)  # (3, N, K) → (N, K)

@@ -42,7 +42,7 @@ def test_cli_export_of_a_trained_lm(tmp_path, capsys, monkeypatch):
     assert rc == 0, err
     one_line_error(capsys, "export", ngram, "--onnx", out, must=["n-gram language model", "rnnlab train lm"])
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
-    one_line_error(capsys, "export", run, "--onnx", out, "--no-check", must=["pip install rnnlab[onnx]"])
+    one_line_error(capsys, "export", run, "--onnx", out, "--no-check", must=["pip install 'rnnlab[onnx]'"])
 
 
 def test_cli_export_of_a_trained_seq2seq_model(tmp_path, capsys):

@@ -14,7 +14,7 @@ import torch
 from rnnlab.cli.main import main
 from rnnlab.train import load_checkpoint
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TEXT = ("the quick brown fox jumps over the lazy dog\n"
@@ -30,11 +30,12 @@ def corpus(tmp_path):
 
 
 def test_train_in_a_subprocess_then_eval_and_generate(tmp_path, corpus, capsys):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+               PYTHONIOENCODING="utf-8")  # its output is read as UTF-8 whatever the locale
 
     def rnnlab(*args):
-        return subprocess.run([sys.executable, "-m", "rnnlab", *map(str, args)], capture_output=True, text=True,
-                              env=env, timeout=300, stdin=subprocess.DEVNULL)
+        return subprocess.run([sys.executable, "-m", "rnnlab", *map(str, args)], capture_output=True,
+                              encoding="utf-8", env=env, timeout=300, stdin=subprocess.DEVNULL)
 
     out = tmp_path / "run"
     r = rnnlab("train", "lm", "--train", corpus, "--test", corpus, "--epochs", "2", "--samples", "1",
@@ -111,7 +112,7 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path, corpus, capsys):
 def test_bad_inputs_are_one_line_errors(tmp_path, corpus, capsys):
     t = ["train", "lm", "--train"]
     one_line_error(capsys, *t, tmp_path / "nope.txt", must=["--train", "nope.txt", "no such file"])
-    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
     one_line_error(capsys, *t, tmp_path / "empty.txt", must=["empty.txt", "empty"])
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     one_line_error(capsys, *t, tmp_path / "latin1.txt", must=["latin1.txt", "invalid UTF-8", "byte offset 3"])
@@ -143,5 +144,11 @@ def test_errors_after_a_run(tmp_path, corpus, capsys):
     one_line_error(capsys, "eval", out, "--file", tmp_path / "none.txt", must=["--file", "no such file"])
     rc, stdout, _ = cli(capsys, "train", "lm", "--resume", out)
     assert rc == 0 and "nothing to do" in stdout
-    corpus.write_text(TEXT + "more\n")
+    corpus.write_text(TEXT + "more\n", encoding="utf-8")
     one_line_error(capsys, "train", "lm", "--resume", out, must=["changed since the checkpoint"])
+
+
+@pytest.mark.parametrize("kind", ["lm", "ngram"])
+def test_checkpoint_every_saves_last_within_an_epoch(kind, corpus, tmp_path, capsys, monkeypatch):
+    # ~450 training characters in 4 columns of 8 steps: about 14 batches per epoch
+    check_checkpoint_every(capsys, monkeypatch, ("train", kind), ["--train", corpus, *TINY], tmp_path / "run")

@@ -15,7 +15,7 @@ from rnnlab.cli.main import main
 from rnnlab.train.checkpoint import load_checkpoint
 from rnnlab.train.supervised import load_sequence_model
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 TINY = ["--window", "16", "--hidden", "12", "--lr", "0.01", "--batch-size", "32", "--threads", "1", "--quiet"]
 
@@ -45,7 +45,7 @@ def test_the_model_beats_the_last_value_forecast(series, tmp_path, capsys):
     assert "train rows 1-480" in stdout and "test rows 541-600" in stdout
     assert "test (best weights): 60 windows, value in its own units: MSE" in stdout
     assert "-> the model beats the last-value baseline" in stdout
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4, 5, 6]
     test = next(r for r in records if r["kind"] == "test")
     assert test["n"] == 60 and test["beats_baseline"] and test["mse"] < 0.8 * test["baseline_mse"], test
@@ -111,9 +111,9 @@ def test_bad_input_is_one_line_with_exit_code_2(series, tmp_path, capsys):
     one_line_error(capsys, "train", "regress", "--train", series, "--target", "value", "--window", "0", *out,
                    must=["--window: got 0"])
     bad = tmp_path / "gap.csv"
-    lines = series.read_text().splitlines()
+    lines = series.read_text(encoding="utf-8").splitlines()
     lines[4] = "2020-01-04,,0.5"  # line 5 of the file: an empty 'value' cell
-    bad.write_text("\n".join(lines) + "\n")
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     one_line_error(capsys, "train", "regress", "--train", bad, "--target", "value", *out,
                    must=["gap.csv: line 5, column 2 ('value'): a missing value", "Fill it"])
     one_line_error(capsys, "train", "regress", "--train", series, "--target", "value", "--time-column", "junk",
@@ -134,3 +134,9 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "regress" in capsys.readouterr().out
+
+
+def test_checkpoint_every_saves_last_within_an_epoch(series, tmp_path, capsys, monkeypatch):
+    # 480 training rows, windows of 16 in batches of 32: about 15 batches per epoch
+    check_checkpoint_every(capsys, monkeypatch, ("train", "regress"), ["--train", series, "--target", "value", *TINY],
+                           tmp_path / "run")

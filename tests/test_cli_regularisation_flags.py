@@ -31,12 +31,13 @@ def test_flags_reach_the_model_config(capsys, tmp_path, command, flags, expected
     args = [a.format(d=tmp_path) for a in command]
     rc, _, err = cli(capsys, *args, *flags, "--epochs", "1", "--threads", "1", "--quiet", "--out", tmp_path / "run")
     assert rc == 0, err
-    config = json.loads((tmp_path / "run" / "last" / "checkpoint.json").read_text())["model"]
+    config = json.loads((tmp_path / "run" / "last" / "checkpoint.json").read_text(encoding="utf-8"))["model"]
     assert config["rnn_options"] == expected
-    # without the flags the config has no rnn_options at all (a plain model's checkpoint is as before)
+    # without the flags the config has no rnn_options at all
     rc, _, err = cli(capsys, *args, "--epochs", "1", "--threads", "1", "--quiet", "--out", tmp_path / "plain")
     assert rc == 0, err
-    assert "rnn_options" not in json.loads((tmp_path / "plain" / "last" / "checkpoint.json").read_text())["model"]
+    plain = json.loads((tmp_path / "plain" / "last" / "checkpoint.json").read_text(encoding="utf-8"))
+    assert "rnn_options" not in plain["model"]
 
 
 def test_two_zoneout_values_need_an_lstm(capsys, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from rnnlab.cli.main import main
 from rnnlab.train.seq2seq import load_seq2seq
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 TINY = ["--max-len", "8", "--batches", "20", "--epochs", "2", "--valid-size", "40", "--emb", "8", "--hidden", "16",
         "--batch-size", "16", "--lr", "0.01", "--quiet"]
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 def test_train_seq2seq_end_to_end(trained, tmp_path, capsys):
     out = trained
     assert (out / "best" / "model.safetensors").exists() and (out / "last" / "checkpoint.json").exists()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
     test = [r for r in records if r["kind"] == "test"][0]
     assert test["n"] == 40 and 0 <= test["exact_match"] <= 1 and test["by_length"]
@@ -50,7 +50,7 @@ def test_translate_a_file(trained, tmp_path, capsys):
     assert "decoded 2 lines (greedy)" in err
     rc, out, err = cli(capsys, "translate", trained, "--file", f, "--beam", "3", "--show-attention",
                        "--output", tmp_path / "o.txt")
-    lines = (tmp_path / "o.txt").read_text().splitlines()
+    lines = (tmp_path / "o.txt").read_text(encoding="utf-8").splitlines()
     assert rc == 0 and len(lines) == 4 and lines[1].startswith("# attention: ") and "beam 3" in err
 
 
@@ -114,11 +114,11 @@ def test_compare_attention_trains_both_and_draws_the_length_curves(compared, cap
         model, _, ckpt = load_seq2seq(out / kind)
         assert model.config["attention"] == kind and ckpt.path == out / kind / "best"
     # The same budget: the same number of updates in each run.
-    steps = [[r["step"] for r in map(json.loads, (out / k / "metrics.jsonl").read_text().splitlines())
+    steps = [[r["step"] for r in map(json.loads, (out / k / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
               if r["kind"] == "epoch"] for k in ("none", "additive")]
     assert steps[0] == steps[1] and len(steps[0]) == 2
     assert (out / "length-curves.png").read_bytes()[:8] == PNG
-    curves = json.loads((out / "length-curves.json").read_text())
+    curves = json.loads((out / "length-curves.json").read_text(encoding="utf-8"))
     assert set(curves["exact_match"]) == {"none", "additive"}
     lengths = {int(k) for k in curves["n"]}
     assert lengths <= set(range(5, 9)) and len(lengths) >= 3 and sum(curves["n"].values()) == 40
@@ -170,3 +170,8 @@ def test_translate_draws_attention_heatmaps(trained, compared, tmp_path, capsys)
                    must=["--attention-lines 2 needs --attention-png"])
     one_line_error(capsys, "translate", compared[1] / "none", "--file", f, "--attention-png", png,
                    must=["no attention", "--attention none"])
+
+
+def test_checkpoint_every_saves_last_within_an_epoch(tmp_path, capsys, monkeypatch):
+    # --batches 20 per epoch
+    check_checkpoint_every(capsys, monkeypatch, ("train", "seq2seq"), ["--task", "reverse", *TINY], tmp_path / "run")

@@ -17,7 +17,7 @@ from rnnlab.cli.options import UsageError
 from rnnlab.data.conllu import parse_conllu
 from rnnlab.train.tagging import load_tagger
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 SUFFIXES = {"ing": "VERB", "ly": "ADV", "tion": "NOUN", "ful": "ADJ"}
 TINY = ["--emb", "8", "--char-emb", "6", "--char-hidden", "8", "--hidden", "12", "--layers", "1", "--dropout", "0",
@@ -67,10 +67,10 @@ def trained(data, tmp_path_factory):
 def test_train_tag_end_to_end(trained, data, capsys):
     out = trained
     assert (out / "best" / "model.safetensors").exists() and (out / "last" / "checkpoint.json").exists()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4, 5, 6]
     test = [r for r in records if r["kind"] == "test"][0]
-    assert test["tokens"] == sum(len(s.words) for s in parse_conllu((data / "dev.conllu").read_text()))
+    assert test["tokens"] == sum(len(s.words) for s in parse_conllu((data / "dev.conllu").read_text(encoding="utf-8")))
     assert test["accuracy"] > 0.9 and set(test["per_tag"]) == {"VERB", "ADV", "NOUN", "ADJ"}
     model, vocab, ckpt = load_tagger(out)
     assert ckpt.path.name == "best" and vocab.column == "upos" and model.config["char_hidden"] == 8
@@ -90,8 +90,8 @@ def test_lr_schedule_flags(data, tmp_path, capsys):
     rc, out, err = cli(capsys, "train", "tag", "--train", data / "train.conllu", "--valid", data / "dev.conllu",
                        "--epochs", "3", "--lr-decay", "0.5", "--decay-start", "1", "--out", tmp_path / "r", *TINY[:-1])
     assert rc == 0, err
-    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(line)["kind"] == "epoch"]
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text(encoding="utf-8")
+           .splitlines() if json.loads(line)["kind"] == "epoch"]
     assert lrs == pytest.approx([lrs[0], lrs[0] / 2, lrs[0] / 4])  # the rate each epoch ran at: halved each epoch
     one_line_error(capsys, "train", "tag", "--train", data / "train.conllu", "--plateau", "--out", tmp_path / "x",
                    must=["--plateau", "--valid"])
@@ -116,7 +116,7 @@ def test_resume_continues_exactly(data, tmp_path, capsys):
 def test_predict_conllu_and_plain_text(trained, data, tmp_path, capsys):
     assert run_predict(trained, "--file", data / "dev.conllu") == 0
     out, err = capsys.readouterr()
-    gold, tagged = parse_conllu((data / "dev.conllu").read_text()), parse_conllu(out)
+    gold, tagged = parse_conllu((data / "dev.conllu").read_text(encoding="utf-8")), parse_conllu(out)
     assert [s.words for s in tagged] == [s.words for s in gold]
     assert [s.lines[0] for s in tagged] == [s.lines[0] for s in gold]  # comments kept
     assert "tagged 12 sentences" in err and "accuracy against the file's UPOS column" in err
@@ -125,7 +125,7 @@ def test_predict_conllu_and_plain_text(trained, data, tmp_path, capsys):
 
     (tmp_path / "in.txt").write_text("baing kotion\n\nzeful miing roly\n", encoding="utf-8")
     assert run_predict(trained, "--file", tmp_path / "in.txt", "--output", tmp_path / "o.txt") == 0
-    lines = (tmp_path / "o.txt").read_text().splitlines()
+    lines = (tmp_path / "o.txt").read_text(encoding="utf-8").splitlines()
     assert lines == ["baing/VERB kotion/NOUN", "zeful/ADJ miing/VERB roly/ADV"]
     assert run_predict(trained, "--file", tmp_path / "in.txt", "--format", "conllu") == 0
     assert [s.tags for s in parse_conllu(capsys.readouterr()[0])] == [["VERB", "NOUN"], ["ADJ", "VERB", "ADV"]]
@@ -134,7 +134,7 @@ def test_predict_conllu_and_plain_text(trained, data, tmp_path, capsys):
 def test_predict_errors_are_usage_errors(trained, data, tmp_path):
     with pytest.raises(UsageError, match="RUN_DIR .*no such checkpoint directory"):
         run_predict(tmp_path / "nothing", "--file", data / "dev.conllu")
-    (tmp_path / "x.conllu").write_text("just some words\n")
+    (tmp_path / "x.conllu").write_text("just some words\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"--file .*x.conllu: line 1: .*not a CoNLL-U line.*--input-format text"):
         run_predict(trained, "--file", tmp_path / "x.conllu")
     with pytest.raises(UsageError, match="is the input file"):
@@ -143,7 +143,7 @@ def test_predict_errors_are_usage_errors(trained, data, tmp_path):
 
 def test_bad_input_is_one_line_with_exit_code_2(data, tmp_path, capsys):
     bad = tmp_path / "bad.conllu"
-    bad.write_text("1\tdog\tdog\n\n")
+    bad.write_text("1\tdog\tdog\n\n", encoding="utf-8")
     one_line_error(capsys, "train", "tag", "--train", bad, "--out", tmp_path / "r",
                    must=["--train ", "bad.conllu: line 1: 3 tab-separated columns",
                          "UPOS column (column 4) is missing"])
@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_with_exit_code_2(data, tmp_path, capsys):
                    must=["no such checkpoint directory"])
     one_line_error(capsys, "train", "tag", "--train", data / "train.conllu", "--column", "lemma",
                    must=["--column: invalid choice"])
-    bad.write_text(conllu_text(3, 0).replace("\tXX\t", "\t_\t", 1))
+    bad.write_text(conllu_text(3, 0).replace("\tXX\t", "\t_\t", 1), encoding="utf-8")
     one_line_error(capsys, "train", "tag", "--train", bad, "--column", "xpos", "--out", tmp_path / "r",
                    must=["has no XPOS tag", "--column upos"])
 
@@ -169,3 +169,9 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         run_predict("--help")
     assert "examples:" in capsys.readouterr().out
+
+
+def test_checkpoint_every_saves_last_within_an_epoch(data, tmp_path, capsys, monkeypatch):
+    # 40 sentences in batches of 8: 5 batches per epoch
+    check_checkpoint_every(capsys, monkeypatch, ("train", "tag"), ["--train", data / "train.conllu", "--valid",
+                           data / "dev.conllu", *TINY], tmp_path / "run")

@@ -12,7 +12,7 @@ from rnnlab.cli.main import main
 from rnnlab.train.checkpoint import load_checkpoint
 from rnnlab.train.supervised import load_sequence_model
 
-from cli_helpers import cli, one_line_error
+from cli_helpers import check_checkpoint_every, cli, one_line_error
 
 TINY = ["--hidden", "8", "--batch-size", "16", "--batches", "4", "--epochs", "2", "--valid-size", "40",
         "--test-size", "100", "--quiet"]
@@ -21,9 +21,9 @@ TINY = ["--hidden", "8", "--batch-size", "16", "--batches", "4", "--epochs", "2"
 def _checkpoint_written(out, kind):
     for sub in ("last", "best"):
         assert (out / sub / "model.safetensors").exists() and (out / sub / "checkpoint.json").exists()
-    meta = json.loads((out / "best" / "checkpoint.json").read_text())
+    meta = json.loads((out / "best" / "checkpoint.json").read_text(encoding="utf-8"))
     assert meta["model"]["kind"] == kind and meta["run"]["kind"] == "task"
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["kind"] for r in records] == ["epoch", "epoch", "test"]
     model, _ = load_sequence_model(out)
     assert model.config == meta["model"]
@@ -149,3 +149,8 @@ def test_bad_values_are_one_line_errors(capsys, tmp_path, args, must):
     out = ["--out", tmp_path / "never"] if len(args) > 2 else []  # a task's own flags only after its name
     one_line_error(capsys, *args, *out, must=must)
     assert not (tmp_path / "never").exists()  # nothing was trained or written
+
+
+@pytest.mark.parametrize("task", ["parity", "copy"])
+def test_checkpoint_every_saves_last_within_an_epoch(task, tmp_path, capsys, monkeypatch):
+    check_checkpoint_every(capsys, monkeypatch, ("task", task), [*TINY, "--batches", "6"], tmp_path / "run")

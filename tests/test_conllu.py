@@ -81,13 +81,13 @@ def test_bad_files_name_file_line_and_fix(tmp_path, text, line, must):
 def test_missing_empty_and_non_utf8_files(tmp_path):
     with pytest.raises(DataError, match="no such file; check the path"):
         read_conllu(tmp_path / "nope.conllu")
-    (tmp_path / "empty.conllu").write_text("\n\n")
+    (tmp_path / "empty.conllu").write_text("\n\n", encoding="utf-8")
     with pytest.raises(DataError, match="empty"):
         read_conllu(tmp_path / "empty.conllu")
     (tmp_path / "latin1.conllu").write_bytes(row(1, "caf\xe9", "NOUN", "NN").encode("latin-1"))
     with pytest.raises(DataError, match="line 1: invalid UTF-8.*iconv"):
         read_conllu(tmp_path / "latin1.conllu")
-    (tmp_path / "comments.conllu").write_text("# only a comment\n")
+    (tmp_path / "comments.conllu").write_text("# only a comment\n", encoding="utf-8")
     with pytest.raises(DataError, match="no sentences"):
         read_conllu(tmp_path / "comments.conllu")
 

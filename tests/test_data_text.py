@@ -10,7 +10,7 @@ from rnnlab.data.text import EOS, UNK, split_text, words_of
 def test_read_text_errors_name_file_and_fix(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_text(tmp_path / "missing.txt")
-    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
     with pytest.raises(DataError, match="empty.txt: the file is empty"):
         read_text(tmp_path / "empty.txt")
     (tmp_path / "bad.txt").write_bytes("héllo\n".encode() + b"ab\xff\xfecd")
@@ -86,8 +86,8 @@ def test_split_last_tenth_like_nanogpt():
 
 
 def test_corpus_from_files(tmp_path):
-    (tmp_path / "train.txt").write_text("hello world\n" * 20)
-    (tmp_path / "valid.txt").write_text("hello\n")
+    (tmp_path / "train.txt").write_text("hello world\n" * 20, encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("hello\n", encoding="utf-8")
     c = load_corpus(tmp_path / "train.txt", tmp_path / "valid.txt", level="word")
     assert c.vocab.itos == [UNK, EOS, "hello", "world"]
     assert c.train.tolist() == [2, 3, 1] * 20 and c.valid.tolist() == [2, 1] and c.test is None

@@ -159,8 +159,8 @@ def test_clip_flags_and_fractions_match_the_pre_clip_norms(tmp_path):
     # every 4 steps with --log-every 4: the same windows as the trainer's "train" records
     run = tmp_path / "windows"
     recs = fit(lm(), stream(), run, every=4, steps=8, clip_norm=clip, log_every=4, **opts)
-    train = {r["step"]: r for r in json.loads("[" + ",".join((run / "metrics.jsonl").read_text().splitlines()) + "]")
-             if r["kind"] == "train"}
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    train = {r["step"]: r for r in json.loads("[" + ",".join(lines) + "]") if r["kind"] == "train"}
     assert [r["step"] for r in recs] == [1, 4, 8]
     for r in recs[1:]:
         assert r["window_steps"] == 4 and r["window_from"] == r["step"] - 3
@@ -245,7 +245,7 @@ LM_ARGS = ("--hidden", "8", "--layers", "2", "--bptt", "10", "--batch-size", "4"
 
 
 def test_train_lm_flag_survives_resume_and_feeds_diagnose(capsys, tmp_path):
-    (tmp_path / "t.txt").write_text(TEXT)
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     run = tmp_path / "run"
     rc, out, err = cli(capsys, "train", "lm", "--train", tmp_path / "t.txt", *LM_ARGS, "--max-steps", "3",
                        "--diagnose-every", "2", "--out", run)
@@ -262,7 +262,7 @@ def test_train_lm_flag_survives_resume_and_feeds_diagnose(capsys, tmp_path):
     assert "3 diagnostics records" in out and "rnn layer 1:" in out
     for name in ("training.png", "history-training-rnn-l0.png", "history-training-rnn-l1.png"):
         assert (tmp_path / "d" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (tmp_path / "d" / "report.html").read_text()
+    page = (tmp_path / "d" / "report.html").read_text(encoding="utf-8")
     assert "diagnostics recorded while training" in page and page.count("data:image/png;base64,") == 3
 
 
@@ -283,7 +283,7 @@ def test_task_flag_and_diagnose_of_that_run(capsys, tmp_path):
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path):
-    (tmp_path / "t.txt").write_text(TEXT)
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     one_line_error(capsys, "train", "ngram", "--train", tmp_path / "t.txt", "--max-steps", "1", "--diagnose-every",
                    "5", "--out", tmp_path / "ng", must=["--diagnose-every 5", "no rnnlab recurrent layer"])
     one_line_error(capsys, "train", "lm", "--train", tmp_path / "t.txt", "--diagnose-every", "-1",

@@ -135,7 +135,7 @@ CORPUS = "the quick brown fox jumps over the lazy dog.\n" * 15
 
 
 def test_cli_text_units_npz(capsys, tmp_path):
-    (tmp_path / "t.txt").write_text(CORPUS)
+    (tmp_path / "t.txt").write_text(CORPUS, encoding="utf-8")
     run = tmp_path / "lm"
     rc, out, err = cli(capsys, "train", "lm", "--train", tmp_path / "t.txt", "--hidden", "8", "--layers", "2",
                        "--bptt", "10", "--batch-size", "4", "--max-steps", "2", "--threads", "1", "--quiet",
@@ -147,10 +147,10 @@ def test_cli_text_units_npz(capsys, tmp_path):
     assert "12 char tokens" in out and "unit     7" in out
     npz = np.load(tmp_path / "states.npz")
     assert "".join(npz["tokens"]) == "the lazy fox" and npz["c_l1"].shape == (12, 8)
-    page = (tmp_path / "d" / "report.html").read_text()
+    page = (tmp_path / "d" / "report.html").read_text(encoding="utf-8")
     assert "hidden states over a text" in page and "layer 1, unit 7: c" in page and ">z</span>" in page
     # a file, the default units (the most variable), the default .npz in --out
-    (tmp_path / "probe.txt").write_text("over the dog")
+    (tmp_path / "probe.txt").write_text("over the dog", encoding="utf-8")
     rc, out, err = cli(capsys, "diagnose", run, "--text", tmp_path / "probe.txt", "--layer", "0",
                        "--out", tmp_path / "d2")
     assert rc == 0, err

@@ -65,11 +65,12 @@ def torchrun(cwd: Path, *args) -> subprocess.CompletedProcess:
     """``rnnlab ARGS`` in 2 processes (gloo, 1 thread each); rank r runs in cwd/rank<r>."""
     for r in (0, 1):
         (cwd / f"rank{r}").mkdir(exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8",  # output read as UTF-8 in any locale
                PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
            "sh", "-c", 'cd "rank$RANK" && exec "$0" -m rnnlab "$@"', sys.executable, *map(str, args)]
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, encoding="utf-8", timeout=300,
+                       stdin=subprocess.DEVNULL)
     assert r.returncode == 0, f"torchrun failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-4000:]
     return r
@@ -312,7 +313,7 @@ def test_trainer_two_processes_unequal_tokens_nan_on_one_rank_and_a_stop_on_one_
     assert summary["skipped_batches"] == 2 and got[0]["summary"] == got[1]["summary"] == summary
     for r in (0, 1):
         _assert_close(got[r]["weights"], want, f"rank {r} of 2 processes vs 1 (unequal tokens, a NaN batch)")
-    faults = [r for r in map(json.loads, (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines())
+    faults = [r for r in map(json.loads, (tmp_path / "ddp" / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
               if r["kind"] == "fault"]
     assert [(r["step"], r["fault"], r["action"]) for r in faults] == [(3, "nonfinite_loss", "skipped"),
                                                                      (9, "nonfinite_loss", "skipped")]

@@ -96,7 +96,7 @@ def test_export_errors(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="RecurrentLM, SequenceClassifier"):
         export_onnx(NGramLM(10, emb=4, hidden=8), tmp_path / "ngram.onnx")
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
-    with pytest.raises(ExportError, match=r"onnxscript: pip install rnnlab\[onnx\]"):
+    with pytest.raises(ExportError, match=r"'onnxscript' package: pip install 'rnnlab\[onnx\]'"):
         export_onnx(RecurrentLM(10, hidden=4), tmp_path / "lm.onnx")
 
 

@@ -84,7 +84,7 @@ def run(marks, out=None, valid=None, poison_after=None, **kw):
 
 
 def records(path, kind=None):
-    recs = [json.loads(ln) for ln in (path / "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(ln) for ln in (path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [r for r in recs if kind is None or r["kind"] == kind]
 
 
@@ -239,12 +239,12 @@ TINY_LM = ["--hidden", "8", "--bptt", "8", "--batch-size", "4", "--eval-batch-si
 def test_sigterm_saves_a_resumable_last_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RNNLAB_BACKEND", "python")  # the same engine in the process and here; no C++ build
     text = tmp_path / "t.txt"
-    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
     part, full = tmp_path / "part", tmp_path / "full"
     args = ["train", "lm", "--train", text, *TINY_LM, "--max-rollbacks", "2"]
-    env = {**os.environ, "RNNLAB_BACKEND": "python", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RNNLAB_BACKEND": "python", "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
     proc = subprocess.Popen([sys.executable, "-m", "rnnlab", *map(str, args), "--out", str(part)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     try:
         head = []
         deadline = time.monotonic() + 120
@@ -267,15 +267,18 @@ def test_sigterm_saves_a_resumable_last_checkpoint(tmp_path, capsys, monkeypatch
     last = load_checkpoint(part / "last")
     step = last.meta["trainer"]["step"]
     assert step >= 1 and last.meta["run"]["max_rollbacks"] == 2
-    assert json.loads((part / "metrics.jsonl").read_text().splitlines()[-1])["reason"] == "interrupted"
+    assert json.loads((part / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])["reason"] == "interrupted"
 
-    # Resume it (a fault flag may change on resume), and compare with an uninterrupted run of as many steps.
-    rc, out, err = cli(capsys, "train", "lm", "--resume", part, "--max-steps", "3", "--max-rollbacks", "4")
+    # Resume it (a fault flag may change on resume), and compare with an uninterrupted run of as many steps. Both
+    # here run on 1 thread, as the process above did (OMP_NUM_THREADS=1): bit for bit holds for the same arithmetic,
+    # and torch may split a reduction or a GEMM differently over another number of threads.
+    rc, out, err = cli(capsys, "train", "lm", "--resume", part, "--max-steps", "3", "--max-rollbacks", "4",
+                       "--threads", "1")
     assert rc == 0, err
     assert f"resuming {part / 'last'}" in out
     resumed = load_checkpoint(part / "last")
     assert resumed.meta["trainer"]["step"] == step + 3 and resumed.meta["train_options"]["max_rollbacks"] == 4
-    rc, out, err = cli(capsys, *args, "--out", full, "--max-steps", step + 3)
+    rc, out, err = cli(capsys, *args, "--out", full, "--max-steps", step + 3, "--threads", "1")
     assert rc == 0, err
     a, b = load_checkpoint(full / "last").model_state(), resumed.model_state()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,12 @@ from rnnlab.train.checkpoint import load_checkpoint
 
 from cli_helpers import cli
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-needs_real = pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").is_file(),
-                                reason=f"the MNIST files are not in {REAL}")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"  # <repo>/../shared/data/mnist
+# Where `rnnlab task mnist` looks without --data-dir: $RNNLAB_DATA/mnist when RNNLAB_DATA is set, else SHARED.
+REAL = Path(os.environ["RNNLAB_DATA"]) / "mnist" if os.environ.get("RNNLAB_DATA") else SHARED
+needs_real = pytest.mark.skipif(
+    not all((REAL / name).is_file() or (REAL / (name + ".gz")).is_file() for names in FILES.values() for name in names),
+    reason=f"the four MNIST files are not all in {REAL} (set RNNLAB_DATA to the folder that holds mnist/)")
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -79,7 +83,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("RNNLAB_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path / "mnist"
     monkeypatch.delenv("RNNLAB_DATA")
-    assert default_data_dir() == REAL  # <repo>/../shared/data/mnist
+    assert default_data_dir() == SHARED  # <repo>/../shared/data/mnist
 
 
 def test_missing_files_name_the_file_and_the_fix(tmp_path):
@@ -214,7 +218,7 @@ def test_real_mnist_files():
 
 # -- the command line ----------------------------------------------------------------------------------------------
 def _test_record(out: Path) -> dict:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert records[-1]["kind"] == "test"
     return records[-1]
 

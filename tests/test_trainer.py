@@ -28,7 +28,7 @@ def lm_setup(text="abcdefgh" * 60, hidden=16, seed=0, dropout=0.0, bptt=8):
 
 
 def test_trainer_does_not_know_about_rnns():
-    tree = ast.parse(Path(trainer_module.__file__).read_text())
+    tree = ast.parse(Path(trainer_module.__file__).read_text(encoding="utf-8"))
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not any(m.endswith(("layers", "models", "engine", "cells")) or "rnnlab" in m for m in imported), imported
@@ -48,7 +48,7 @@ def test_same_seed_repeats_metrics_exactly(tmp_path):
     for run in ("a", "b"):
         model, task, train, valid = lm_setup(dropout=0.3, seed=1)
         Trainer(model, task, train, valid, quiet(epochs=2, log_every=5, seed=7), out_dir=tmp_path / run).fit()
-        recs = [json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        recs = [json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
         records.append([{k: v for k, v in r.items() if k not in TIMING} for r in recs])
     assert len(records[0]) > 4 and records[0] == records[1]
     kinds = [r["kind"] for r in records[0]]
@@ -97,7 +97,7 @@ def test_clip_norm_logs_preclip_norm_and_clips(tmp_path):
     w0 = [p.detach().clone() for p in model.parameters()]
     Trainer(model, fn, data, None, quiet(epochs=1, optimizer="sgd", lr=1.0, clip_norm=0.5, log_every=1),
             out_dir=tmp_path).fit()
-    rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert rec["grad_norm"] == pytest.approx(expect, rel=1e-5) and expect > 0.5
     step = torch.cat([(p.detach() - w).flatten() for p, w in zip(model.parameters(), w0)])
     assert step.norm().item() == pytest.approx(0.5, rel=1e-5)  # SGD lr 1: the step is the clipped gradient

@@ -2,7 +2,6 @@
 directly from the papers' equations (torch's own cells and F.layer_norm, one step at a time, one sequence at a time),
 and their hand-written BPTT against gradcheck in float64, under both engine backends."""
 import itertools
-import os
 
 import pytest
 import torch
@@ -406,7 +405,7 @@ def test_stepping_equals_full_sequence(name, backend):
     torch.testing.assert_close(torch.stack(outs), full)
 
 
-def test_the_cpp_loop_with_two_threads_matches_the_python_one():
+def test_the_cpp_loop_with_two_threads_matches_the_python_one(monkeypatch):
     """H = 128: enough recurrent work per step that the C++ loop splits it over 2 threads (column GEMMs, row math)."""
     from rnnlab.engine import _cpp
 
@@ -419,17 +418,14 @@ def test_the_cpp_loop_with_two_threads_matches_the_python_one():
               "skip": lambda: rnnlab.SkipRNN("gru", 8, 128, update_bias=0.0)}
     results = {}
     for be in ("cpp", "python"):
-        os.environ["RNNLAB_BACKEND"] = be
-        try:
-            for (name, make), dtype in itertools.product(makers.items(), (torch.float64, torch.float32)):
-                torch.manual_seed(0)
-                m = make().to(dtype)
-                x = torch.randn(6, 4, 8, dtype=dtype, requires_grad=True)
-                out, _ = m(x)
-                grads = torch.autograd.grad(loss_of(out, None, None), [x, *m.parameters()])
-                results[be, name, dtype] = [out, *grads]
-        finally:
-            os.environ.pop("RNNLAB_BACKEND", None)
+        monkeypatch.setenv("RNNLAB_BACKEND", be)  # restored after the test, whatever the user had set
+        for (name, make), dtype in itertools.product(makers.items(), (torch.float64, torch.float32)):
+            torch.manual_seed(0)
+            m = make().to(dtype)
+            x = torch.randn(6, 4, 8, dtype=dtype, requires_grad=True)
+            out, _ = m(x)
+            grads = torch.autograd.grad(loss_of(out, None, None), [x, *m.parameters()])
+            results[be, name, dtype] = [out, *grads]
     for name, dtype in itertools.product(makers, (torch.float64, torch.float32)):
         tol = 1e-10 if dtype == torch.float64 else 2e-4
         for a, b in zip(results["cpp", name, dtype], results["python", name, dtype]):

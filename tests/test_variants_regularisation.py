@@ -438,7 +438,7 @@ def test_models_keep_rnn_options_in_their_config():
     assert lm.config["rnn_options"] == {"weight_drop": 0.5, "zoneout": [0.1, 0.2]}  # canonical: zeroes dropped
     again = build_model(lm.config)
     assert again.rnn.weight_drop == 0.5 and again.rnn.zoneout == (0.1, 0.2) and again.config == lm.config
-    assert "rnn_options" not in RecurrentLM(10, hidden=6).config  # a plain model's config is as before
+    assert "rnn_options" not in RecurrentLM(10, hidden=6).config  # a plain model's config has no such key
     clf = SequenceClassifier(2, vocab_size=5, hidden=4, rnn_options={"locked_dropout": 0.3}, layers=2)
     assert build_sequence_model(clf.config).rnn.locked_dropout == 0.3
     tagger = BiRNNTagger(6, 5, 3, hidden=4, emb=4, char_hidden=2, dropout=0.0, rnn_options={"output_dropout": 0.2})

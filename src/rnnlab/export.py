@@ -32,14 +32,13 @@ cell math (``rnnlab.cells``, one step each), eval mode, no dropout — in which
 Choice of exporter (torch 2.13): the default, ``torch.onnx.export(..., dynamo=True)`` (torch.export, then
 onnxscript), translates ``scan`` into ``Scan`` natively. The legacy TorchScript exporter (``dynamo=False``) would
 need ``torch.jit.script`` for the loop; both are deprecated in torch 2.13, so it is not used. The dynamo exporter
-needs the ``onnx`` and ``onnxscript`` packages (``pip install rnnlab[onnx]``, which adds ``onnxruntime`` for
+needs the ``onnx`` and ``onnxscript`` packages (``pip install 'rnnlab[onnx]'``, which adds ``onnxruntime`` for
 ``check_onnx``) and a torch whose exporter knows ``scan``; without them ``ExportError`` says so. Nothing here is
 imported by training: the hot path is untouched.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -47,6 +46,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ._optional import MissingExtra, require
 from .engine.unroll import _CELL, _OPTS, LSTM
 from .layers import RNNBase
 from .models.classifier import SequenceClassifier, SequenceTagger
@@ -55,7 +55,7 @@ from .models.seq2seq import Memory, Seq2Seq
 from .models.tagger import BiRNNTagger
 from .variants import PLAIN_CELLS, is_plain, recurrent_modules
 
-INSTALL_HINT = "pip install rnnlab[onnx]"
+INSTALL_HINT = "pip install 'rnnlab[onnx]'"
 
 
 class ExportError(Exception):
@@ -295,11 +295,13 @@ def _dynamic_shapes(model: nn.Module):
     return {0: B, 1: T}, {0: B, 1: T, 2: Dim("C", min=1)}, {0: B}
 
 
-def _require(*packages: str) -> None:
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
-    if missing:
-        raise ExportError(f"ONNX export needs the package{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
-                          f"{INSTALL_HINT}")
+def _require(*packages: str, purpose: str = "ONNX export") -> None:
+    """An ExportError naming the extra to install (rnnlab[onnx]) when one of ``packages`` is missing."""
+    for package in packages:
+        try:
+            require(package, purpose=purpose)
+        except MissingExtra as exc:
+            raise ExportError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -384,7 +386,7 @@ def _reference(model: nn.Module, inputs: tuple) -> list[Tensor]:
 def check_onnx(model: nn.Module, path: str | Path, inputs: tuple) -> float:
     """Run the ONNX file ``path`` in onnxruntime on ``inputs`` (see ``example_inputs``) and return the largest
     absolute difference from the PyTorch model's outputs (in eval mode) over all outputs."""
-    _require("onnxruntime")
+    _require("onnxruntime", purpose="checking an ONNX graph")
     import onnxruntime
 
     was = model.training
@@ -560,7 +562,7 @@ def onnx_greedy(encoder_path: str | Path, step_path: str | Path, src: Tensor, sr
 
     from .models.seq2seq import Decoded
 
-    _require("onnxruntime")
+    _require("onnxruntime", purpose="running an ONNX graph")
     import onnxruntime
 
     opts = {"providers": ["CPUExecutionProvider"]}

@@ -595,8 +595,8 @@ def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: in
 
 def structure_config(layer: nn.Module) -> dict:
     """The structure fields a model's ``config`` records for its recurrent ``layer``: ``dilations`` (a list),
-    ``skip`` and ``skip_budget`` — only those that differ from plain stacking, so a plain model's config is as it
-    was before these options existed (and its checkpoints load unchanged)."""
+    ``skip`` and ``skip_budget`` — only those that differ from plain stacking, so a plain model's config has none
+    of these fields (and its checkpoints load unchanged)."""
     if isinstance(layer, DilatedRNN):
         return {"dilations": list(layer.dilations)}
     if isinstance(layer, SkipRNN):

@@ -132,7 +132,8 @@ def add_fault_flags(g) -> None:
     g.add_argument("--spike-factor", type=_spike_factor, metavar="F", help="a batch loss above F times the largest of "
                    "the last --spike-window good batch losses is a spike: its update is skipped, like a NaN/Inf loss or "
                    "gradient; 0 = no spike check" + d("spike_factor"))
-    g.add_argument("--spike-window", type=positive_int, metavar="N", help="good batches in that mean; also the "
+    g.add_argument("--spike-window", type=positive_int, metavar="N", help="how many of the latest good batch losses "
+                   "the spike check takes the largest of (no spike check until N good batches have passed); also the "
                    "fault-free updates between in-memory rollback points" + d("spike_window"))
     g.add_argument("--fault-patience", type=positive_int, metavar="K", help="after K bad batches in a row, roll "
                    "back to the last rollback point and multiply the lr by --fault-lr-factor" + d("fault_patience"))
@@ -145,18 +146,26 @@ def add_fault_flags(g) -> None:
 def add_output_group(p: argparse.ArgumentParser, defaults: dict, *, default_out: str,
                      more: Callable[[argparse._ArgumentGroup], None] | None = None) -> argparse._ArgumentGroup:
     """The "output" group: --out (``default_out`` names the directory used without it), --resume, --log-every,
-    the command's own output flags (``more(group)``), --quiet."""
+    --checkpoint-every, the command's own output flags (``more(group)``), --quiet."""
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help=f"run directory for last/, best/ and metrics.jsonl (default: "
                    f"{default_out})")
     g.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (a run directory or its last/)")
     g.add_argument("--log-every", type=positive_int, metavar="N", help="steps between metric records"
                    + default_text(defaults, "log_every"))
+    add_checkpoint_every(g)
     if more is not None:
         more(g)
     g.add_argument("--quiet", action="store_true", default=None, help="no progress bar or interval lines (one "
                    "summary line per epoch remains)")
     return g
+
+
+def add_checkpoint_every(g) -> None:
+    """--checkpoint-every N: also save a resumable last/ every N steps within an epoch (every training command; a
+    resumed run may change it)."""
+    g.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="also save last/ every N steps within "
+                   "an epoch, to resume from (default: only at epoch ends and when the run stops)")
 
 
 def given_flags(args: argparse.Namespace, flags: Iterable[str], *, keep_false: bool = False) -> dict:

@@ -1,4 +1,8 @@
-"""``rnnlab demo``: the engine at work in ~20 seconds, with no data to download.
+"""``rnnlab demo``: a 20-second check of the engine, with no data to download.
+
+A quick look at the engine, not the main demo: it writes nothing, and it shows which backend runs and the gradient
+through time. The main job (data, model, trainer, checkpoints, evaluation, samples) is ``rnnlab train lm
+--stdlib-demo``, which ``make demo`` runs.
 
 Trains a small ``rnnlab.LSTM`` on the parity task, generated on the fly: each example is a string of 0/1 bits of
 length 2..12 and its label is the parity of the bits (1 when the count of ones is odd). The label depends on every
@@ -36,7 +40,8 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
         parents=parents,
-        help="train a small LSTM on the parity task (~20 s) and show the gradient-through-time probe",
+        help="a 20-second engine check: a small LSTM on the parity task and its gradient-through-time probe "
+             "(the main demo is 'rnnlab train lm --stdlib-demo')",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,5 +1,6 @@
 """``rnnlab diagnose``: see how the gradient flows back through time — does it vanish, explode, or reach far back? —
-in a trained run of 'rnnlab task' or in a fresh model on a built-in task, and write the figures and one HTML report.
+in a trained run of 'rnnlab task' (or of any command trained with --diagnose-every) or in a fresh model on a
+built-in task, and write the figures and one HTML report.
 
 It measures on one batch: ||dL/dh_t|| at every step (the probe), its decay with the distance k from the last step
 and the effective memory horizon, the exact Jacobian product ||ds_T/ds_(T-k)||, the spectral norm and radius of
@@ -99,8 +100,10 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     g = p.add_argument_group("a fresh model (no RUN_DIR)")
     g.add_argument("--task", choices=TASKS, default=None, help=f"the built-in task (default: {DEFAULTS['task']})")
     g.add_argument("--cell", choices=CELLS, default=None, help=f"recurrent cell (default: {DEFAULTS['cell']})")
-    g.add_argument("--init", choices=INITS, default=None, help="recurrent weights: torch.nn's default, orthogonal, "
-                   "or identity (IRNN: with --cell rnn_relu)")
+    g.add_argument("--init", choices=INITS, default=None, help="recurrent weights: torch.nn's default, orthogonal "
+                   "(Saxe et al.), identity (IRNN, Le et al.; needs --cell rnn_relu or rnn_tanh), or chrono (LSTM "
+                   "forget/input-gate biases spread over the task's length, Tallec & Ollivier 2018; needs --cell lstm) "
+                   f"(default: {DEFAULTS['init']})")
     g.add_argument("--length", type=int_range(2, 100_000), default=None, metavar="T", help="sequence length "
                    "(adding: T, default 100; parity: strings of exactly T symbols; copy: T = 2 x symbols + delay + 1)")
     g.add_argument("--lengths", type=_lengths, default=None, metavar="T1,T2", help="--compare on the adding task: "

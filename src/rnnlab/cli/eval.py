@@ -10,6 +10,7 @@ from ..data.text import DataError, LMStream, read_text
 from ..train.checkpoint import CheckpointError
 from ..train.lm import evaluate, load_lm
 from .options import UsageError, int_range, usable_device
+from .unknown import check_lm_text, say
 
 EPILOG = """\
 examples:
@@ -45,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"CHECKPOINT {exc}") from None
     try:
         text = read_text(args.file)
+        note = check_lm_text(vocab, text, f"--file {args.file}")
         tokens = torch.tensor(vocab.encode(text, name=args.file), dtype=torch.long)  # (N,)
         stream = LMStream(tokens, args.batch_size, args.bptt, name=args.file)
     except DataError as exc:
         raise UsageError(f"--file {exc}") from None
+    say(note)
     m = evaluate(model, stream, vocab.level)
     used = stream.tokens_per_epoch + args.batch_size
     unk = f", {int((tokens == vocab.unk_id).sum()):,} of them <unk>" if vocab.unk_id is not None else ""

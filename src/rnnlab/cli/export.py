@@ -1,17 +1,17 @@
-"""``rnnlab export RUN_DIR --onnx OUT.onnx``: write a trained language model ('rnnlab train lm'), sequence classifier
-or per-step model ('rnnlab train classify', 'rnnlab task') or tagger ('rnnlab train tag') as an ONNX graph that takes
-any batch size and sequence length, or an encoder-decoder ('rnnlab train seq2seq') as two graphs, OUT.encoder.onnx and
-OUT.decoder_step.onnx; then check it in onnxruntime against PyTorch.
+"""``rnnlab export RUN_DIR --onnx OUT.onnx``: write a trained language model ('rnnlab train lm'), sequence classifier,
+regressor or per-step model ('rnnlab train classify', 'rnnlab train regress', 'rnnlab task') or tagger ('rnnlab
+train tag') as an ONNX graph that takes any batch size and sequence length, or an encoder-decoder ('rnnlab train
+seq2seq') as two graphs, OUT.encoder.onnx and OUT.decoder_step.onnx; then check it in onnxruntime against PyTorch.
 
 The graphs are described in EPILOG (``rnnlab export --help``) and in ``rnnlab.export``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
+from .._optional import require
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from .options import UsageError
 
@@ -59,7 +59,7 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[0].replace("``", "'"),
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="RUN_DIR", help="a run directory (its best/ is used, else last/) or a "
-                   "checkpoint directory of 'rnnlab train lm|classify|tag|seq2seq' or 'rnnlab task'")
+                   "checkpoint directory of 'rnnlab train lm|classify|regress|tag|seq2seq' or 'rnnlab task'")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write (replaced if it exists); "
                    "for an encoder-decoder, OUT.encoder.onnx and OUT.decoder_step.onnx instead")
     p.add_argument("--no-check", dest="check", action="store_false",
@@ -92,8 +92,9 @@ def _load(path: str):
         else:
             what = "an n-gram language model" if kind == "ngram" else f"a model of kind {kind!r}"
             raise UsageError(f"RUN_DIR holds {what}; export writes language models ('rnnlab train lm'), "
-                             "classifiers ('rnnlab train classify', 'rnnlab task'), taggers ('rnnlab train tag') "
-                             "and encoder-decoders ('rnnlab train seq2seq')")
+                             "classifiers and regressors ('rnnlab train classify', 'rnnlab train regress', "
+                             "'rnnlab task'), taggers ('rnnlab train tag') and encoder-decoders ('rnnlab train "
+                             "seq2seq')")
     except CheckpointError as exc:
         raise UsageError(f"RUN_DIR {exc}") from None
     return model, kind, ckpt
@@ -105,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: name the file *.onnx")
     if not out.parent.is_dir():
         raise UsageError(f"--onnx {args.onnx}: the directory {out.parent} does not exist")
-    if args.check and importlib.util.find_spec("onnxruntime") is None:
-        raise UsageError("the check needs onnxruntime: pip install rnnlab[onnx] (or pass --no-check)")
+    # Before loading anything: a missing package of rnnlab[onnx] is one line (rnnlab.cli.main prints it).
+    for package in ("onnx", "onnxscript"):
+        require(package, purpose="ONNX export (--onnx)")
+    if args.check:
+        require("onnxruntime", purpose="the check in onnxruntime", alternative="or pass --no-check")
     from ..export import ExportError, check_onnx, example_inputs, export_onnx
 
     model, kind, ckpt = _load(args.checkpoint)

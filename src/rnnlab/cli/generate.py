@@ -11,6 +11,7 @@ from ..generate import generate
 from ..train.checkpoint import CheckpointError
 from ..train.lm import load_lm
 from .options import UsageError, float_range, int_range, positive_float, usable_device
+from .unknown import check_lm_text, say
 
 EPILOG = """\
 examples:
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         model, vocab, _ = load_lm(args.checkpoint, prefer="best", device=device)
     except CheckpointError as exc:
         raise UsageError(f"CHECKPOINT {exc}") from None
+    note = check_lm_text(vocab, args.prompt, "--prompt")
     kwargs = {"stop": args.stop}
     if strategy == "sample":
         kwargs.update(temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
@@ -81,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             text = generate(model, vocab, args.prompt, args.max_tokens, strategy, **kwargs)
         except DataError as exc:
             raise UsageError(f"--prompt {exc}" if "prompt" in str(exc) else str(exc)) from None
+        if i == 0:
+            say(note)  # once generation has started: a bad --stop is still the one error line
         if args.samples > 1:
             print(f"--- sample {i + 1} ---")
         print(args.prompt + text)

@@ -1,7 +1,8 @@
 """``rnnlab`` command: argparse wiring for the subcommands (one module each in this package).
 
 Every user error ends here as ONE line on stderr, ``rnnlab: error: ...``, and exit code 2 — no traceback unless
-``--debug`` is given. An unexpected failure is also one line (exit code 1), with a hint to rerun with ``--debug``.
+``--debug`` is given; so does a missing optional package (``rnnlab._optional.MissingExtra``, naming the extra to
+install). An unexpected failure is also one line (exit code 1), with a hint to rerun with ``--debug``.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import sys
 import traceback
 
+from .._optional import MissingExtra
 from . import demo, diagnose, predict, task, train
 from . import eval as eval_cmd
 from . import export as export_cmd
@@ -25,18 +27,19 @@ SUBCOMMANDS = (demo, train, task, eval_cmd, generate_cmd, predict, translate, di
 
 EPILOG = """\
 examples:
-  rnnlab demo                         train a small LSTM on the parity task for ~20 s, then show the
-                                      gradient-through-time probe of the last batch
+  rnnlab demo                         a 20-second engine check: a small LSTM on the parity task, then the
+                                      gradient-through-time probe of the last batch (writes nothing)
   rnnlab demo --steps 300 --hidden 32 a fixed number of steps instead of the time budget
   rnnlab demo --backend python        force the pure-PyTorch engine (same as RNNLAB_BACKEND=python)
-  rnnlab train lm --stdlib-demo       a char-level LSTM on Python's own source for a minute, then samples
+  rnnlab train lm --stdlib-demo       the main demo ('make demo' runs it for 3 minutes): a char-level LSTM on
+                                      Python's own source, checkpoints in --out, then samples
   rnnlab train tag --train en_ewt-ud-train.conllu --valid en_ewt-ud-dev.conllu
                                       a BiLSTM part-of-speech tagger from CoNLL-U
   rnnlab train classify --train stsa.binary.train --valid stsa.binary.dev --bidirectional
                                       a sentence classifier from a labelled text file (TSV, CSV, "label text")
   rnnlab train regress --train series.csv --target value --window 30
                                       next-value forecasting on a numeric CSV, against the last-value baseline
-  rnnlab task parity                  a synthetic memory task (parity, adding, copy, mnist), trained and tested
+  rnnlab task parity                  a memory task (parity, adding, copy) or sequential MNIST, trained and tested
   rnnlab diagnose --task adding --cell rnn_tanh --length 100
                                       does the gradient vanish or explode through time? figures + report.html
   rnnlab predict runs/tagger --file sentences.txt
@@ -91,8 +94,18 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _tolerant_streams() -> None:
+    """Under a locale that cannot encode the CLI's own characters (LANG=C with an ASCII stdout: '→', 'λ', '×'), write
+    them as backslash escapes instead of failing with UnicodeEncodeError in the middle of a run."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if hasattr(stream, "reconfigure") and encoding != "utf8":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_streams()
     debug = "--debug" in argv or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
     try:
         parser = build_parser()
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             raise UsageError(f"no command given; try '{PROG} demo' (see '{PROG} --help')")
         return int(args.run(args) or 0)
-    except UsageError as exc:
+    except (UsageError, MissingExtra) as exc:  # MissingExtra: an optional package missing, the line names its extra
         if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `rnnlab demo | head`: the reader left; say nothing more
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter from failing at exit
+            sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - keep the interpreter from failing at exit
         finally:
             return 1  # noqa: B012
     except Exception as exc:  # noqa: BLE001 - one line for users, the traceback with --debug

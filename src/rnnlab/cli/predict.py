@@ -13,12 +13,14 @@ import torch
 
 from ..data.conllu import format_conllu, format_slash, read_conllu_sentences, read_plain
 from ..data.labeled import TextVocab, collate_labeled, encode_labeled, parse_labeled, parse_lines, read_file_text
+from ..data.labeled import tokenize as text_words
 from ..data.text import DataError
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.compat import check_vocab_fits, damaged, describe, reader_hint
 from ..train.supervised import classifier_sizes, load_sequence_model
 from ..train.tagging import SentenceBatches, load_tagger, tag_sentences
 from .options import UsageError, int_range, usable_device
+from .unknown import check_input, say
 
 CONLLU_SUFFIXES = (".conllu", ".conll")
 CONFIG = "model config ('model')"
@@ -115,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).resolve() == Path(args.file).resolve():
         raise UsageError(f"--output {args.output} is the input file; write the tags to another file")
 
+    say(check_input(vocab.words, (s.words for s in sentences), unit="words", where=f"--file {args.file}",
+                    has_unk=vocab.words.unk_id is not None, fix="remove these words, or retrain on sentences that "
+                    "contain them"))
     tags = tag_sentences(model, vocab, sentences, args.batch_size, device)
     text = format_conllu(sentences, tags, vocab.column) if fmt == "conllu" else format_slash(sentences, tags)
     if args.output:
@@ -231,7 +236,13 @@ def _classify(args, device) -> int:
     except DataError as exc:
         raise UsageError(f"--file {exc}") from None
 
+    notes = [check_input(v.words, (text_words(e.text, v.lowercase) for e in data.examples), unit="words",
+                         where=f"--file {args.file}", has_unk=v.words.unk_id is not None,
+                         whose="the model's vocabulary" if len(members) == 1 else f"the vocabulary of {c.path}",
+                         fix="remove these words, or retrain on texts that contain them") for _, v, c in members]
     encoded = [_encode(data, v) for _, v, _ in members]  # each model reads the text with its own vocabulary
+    for note in notes:  # once the labels have passed too
+        say(note)
     each = [_probabilities(m, v, e, args.batch_size, device, args.file)
             for (m, v, _), e in zip(members, encoded)]  # M x (N, K)
     labels = [vocab.labels[k] for k in torch.stack(each).mean(0).argmax(1).tolist()]  # (M, N, K) → (N,)

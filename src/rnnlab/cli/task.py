@@ -21,9 +21,9 @@ from ..train.supervised import ClassificationTask, PerStepTask, RegressionTask, 
 from ..train.trainer import OPTIMIZERS
 from ..variants import ALL_CELLS
 from . import regularisation, structure
-from .common import DIAGNOSE_FLAGS, FAULT_FLAGS, add_diagnose_flags, add_fault_flags, cannot_change, engine_name, \
-    fit_with_stop_handler, holds_other_run, make_trainer, open_checkpoint, out_dir, refuse_existing_run, run_dir, \
-    torch_device, train_line, train_options
+from .common import DIAGNOSE_FLAGS, FAULT_FLAGS, add_checkpoint_every, add_diagnose_flags, add_fault_flags, \
+    cannot_change, engine_name, fit_with_stop_handler, holds_other_run, make_trainer, open_checkpoint, out_dir, \
+    refuse_existing_run, run_dir, torch_device, train_line, train_options
 from .options import UsageError, float_range, int_range, positive_float, positive_int
 
 TASKS = ("parity", "adding", "copy", "mnist")
@@ -71,8 +71,8 @@ TASK_DEFAULTS = {
 
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes; and the
 # fault flags (common.FAULT_FLAGS), which say what a bad batch does, not what a good one computes.
-RESUMABLE = {"epochs", "max_steps", "max_minutes", "quiet", "threads", "log_every", "device", "out", "resume",
-             "data_dir", *FAULT_FLAGS, *DIAGNOSE_FLAGS}
+RESUMABLE = {"epochs", "max_steps", "max_minutes", "quiet", "threads", "log_every", "checkpoint_every", "device",
+             "out", "resume", "data_dir", *FAULT_FLAGS, *DIAGNOSE_FLAGS}
 
 EPILOG = """\
 examples:
@@ -196,7 +196,8 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="dropout between layers and before the head (default: %(default)s)")
     g.add_argument("--init", choices=INITS, default=d["init"], help="recurrent weights: torch.nn's default, "
                    "orthogonal (Saxe et al.), identity (IRNN, Le et al.; needs --cell rnn_relu or rnn_tanh), or chrono "
-                   "(LSTM forget/input-gate biases spread over the task's length, Tallec & Ollivier 2018) "
+                   "(LSTM forget/input-gate biases spread over the task's length, Tallec & Ollivier 2018; needs "
+                   "--cell lstm) "
                    "(default: %(default)s)")
     regularisation.add_flags(p, regularisation.DEFAULTS)  # default None: not given = off
     structure.add_flags(p)  # default None: plain stacking
@@ -230,6 +231,7 @@ def _add_options(p: argparse.ArgumentParser, task: str) -> None:
                    + " may be given anew")
     g.add_argument("--log-every", type=positive_int, default=d["log_every"], metavar="N",
                    help="steps between metric records (default: %(default)s)")
+    add_checkpoint_every(g)  # default None: last/ at epoch ends only
     g.add_argument("--quiet", action="store_true", help="no progress bar or interval lines")
 
 

@@ -67,6 +67,7 @@ DEFAULTS = {
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
     **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
 }
+NGRAM_EMB = 64  # --emb of 'rnnlab train ngram' when not given: Bengio et al. used 30-100 features per word
 # What --stdlib-demo changes when the flag is not given: a run that shows learning within a minute.
 DEMO = {"max_minutes": 1.0, "epochs": 100, "samples": 3, "lr": 3e-3, "log_every": 50}
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
@@ -98,6 +99,14 @@ examples:
 """
 
 
+DESCRIPTION = """\
+'rnnlab train MODEL': train a recurrent language model (lm), a feed-forward n-gram language model (ngram), a
+part-of-speech tagger (tag), a forecaster of a numeric series (regress), a text classifier (classify) or an
+encoder-decoder (seq2seq), with per-epoch summaries, 'last/' and 'best/' checkpoints in '--out' and metrics in
+'OUT/metrics.jsonl'. '--resume DIR' continues a stopped run exactly where it stopped. 'rnnlab train MODEL --help'
+lists a model's options and examples."""
+
+
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
 # add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
 OTHER_KINDS: tuple = (train_tag, train_regress, train_classify, train_seq2seq)
@@ -106,7 +115,7 @@ OTHER_KINDS: tuple = (train_tag, train_regress, train_classify, train_seq2seq)
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", parents=parents, help="train a model (lm: recurrent LM; ngram: "
                               "feed-forward n-gram LM; see 'rnnlab train --help' for the others)",
-                              description=__doc__.split("\n\n")[0].replace("``", "'"),
+                              description=DESCRIPTION,
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=_no_model)
     sub = p.add_subparsers(dest="model_kind", metavar="MODEL", title="models", parser_class=type(p))
@@ -161,7 +170,8 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
         g.add_argument("--direct", action="store_true", default=None, help="add direct connections from the "
                        "context embeddings to the output (Bengio et al.'s W)")
     g.add_argument("--hidden", type=int_range(1, 65536), metavar="H", help="hidden units" + _d("hidden"))
-    g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="embedding size" + _d("emb"))
+    g.add_argument("--emb", type=int_range(1, 65536), metavar="E", help="embedding size (default: "
+                   + ("--hidden)" if kind == "lm" else f"{NGRAM_EMB})"))
     g.add_argument("--dropout", type=float_range(0.0, 0.99, lo_open=False), metavar="P",
                    help="dropout on non-recurrent connections" + _d("dropout"))
     if kind == "lm":
@@ -169,8 +179,8 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
         structure.add_flags(p, DEFAULTS)
 
     g = p.add_argument_group("batches")
-    g.add_argument("--bptt", type=int_range(1, 100_000), metavar="T", help="time steps per chunk (truncated BPTT "
-                   "length)" + _d("bptt"))
+    g.add_argument("--bptt", type=int_range(1, 100_000), metavar="T", help=("time steps per chunk (truncated BPTT "
+                   "length)" if kind == "lm" else "tokens per chunk of the training stream") + _d("bptt"))
     g.add_argument("--random-bptt", action="store_true", default=None, help="AWD-LSTM's randomised chunk length "
                    "(bptt with p=0.95 else bptt/2, then N(that, 5))")
     g.add_argument("--batch-size", type=int_range(1, 100_000), metavar="B", help="parallel columns of the "
@@ -184,7 +194,6 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def _add_output_options(g) -> None:
-    g.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="also save last/ every N steps")
     g.add_argument("--samples", type=int_range(0, 100), metavar="N", help="print N generated samples at the end"
                    + _d("samples"))
     g.add_argument("--sample-tokens", type=positive_int, metavar="N", help="tokens per sample" + _d("sample_tokens"))
@@ -215,7 +224,7 @@ def _resolve(kind: str, given: dict) -> dict:
     o.update(given)
     o["kind"] = kind
     if kind == "ngram" and "emb" not in given:
-        o["emb"] = 64  # Bengio et al. used 30-100 features per word
+        o["emb"] = NGRAM_EMB
     if "clip_value" in given and "clip_norm" not in given:
         o["clip_norm"] = None  # --clip-value replaces the default norm clipping
     if o["clip_norm"] is not None and o["clip_value"] is not None:
@@ -261,7 +270,7 @@ def _model_config(o: dict, vocab_size: int, variant: dict) -> dict:
               "hidden": o["hidden"], "emb": None if o["one_hot"] else o["emb"], "dropout": o["dropout"],
               "tie": o["tie"], "one_hot": o["one_hot"]}
     options = regularisation.rnn_options(o)
-    if options:  # only when used: a plain run's config is as before
+    if options:  # only when used: a plain run's config has no such key
         config["rnn_options"] = options
     return {**config, **variant}  # likewise: the structure keywords only when used
 

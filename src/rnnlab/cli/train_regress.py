@@ -49,17 +49,20 @@ DEFAULTS = {
     "log_every": 100,
     "max_steps": None,
     "max_minutes": None,
+    "checkpoint_every": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
     **structure.DEFAULTS,  # plain stacking; the reasons are in cli/structure.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
-RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume"}
+RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "checkpoint_every", "threads",
+             "device", "resume"}
 _FLAGS = ("train", "target", "features", "time_column", "header", "window", "horizon", "per_step", "valid_fraction",
           "test_fraction", "batch_size", "eval_batch_size", "cell", "hidden", "layers", "dropout", "epochs",
           "optimizer", "lr", "weight_decay", "clip_norm", "patience", "seed", "max_minutes", "max_steps", "device",
-          "threads", "out", "resume", "log_every", "quiet", *regularisation.FLAGS, *structure.FLAGS)
+          "threads", "out", "resume", "log_every", "checkpoint_every", "quiet", *regularisation.FLAGS,
+          *structure.FLAGS)
 
 EPILOG = """\
 examples:

@@ -44,7 +44,7 @@ DEFAULTS = {
     "momentum": 0.0,
     "weight_decay": None,
     "clip_value": None,
-    "lr_decay": None,  # constant lr unless asked: step decay factor 0.5, plateau factor 0.25 (as 'rnnlab train lm')
+    "lr_decay": None,  # constant lr unless requested: step decay factor 0.5, plateau factor 0.25 (as 'rnnlab train lm')
     "decay_start": None,
     "plateau": False,
     "clip_norm": 5.0,  # the usual cap for LSTM taggers; ordinary steps stay below it
@@ -53,6 +53,7 @@ DEFAULTS = {
     "log_every": 100,
     "max_steps": None,
     "max_minutes": None,
+    "checkpoint_every": None,
     "device": "cpu",  # rnnlab's fast engine is its C++ CPU loop
     "threads": None,
     **regularisation.DEFAULTS,  # 0: off; the reasons and AWD-LSTM's values are in cli/regularisation.py
@@ -60,13 +61,13 @@ DEFAULTS = {
     **embeddings.DEFAULTS,  # no pretrained vectors (Plank et al.'s 94.6 used none); reasons in cli/embeddings.py
 }
 # Flags a resumed run may change: they bound or display the run, they do not change what it computes.
-RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "threads", "device", "resume",
-             "test"}
+RESUMABLE = {"epochs", "max_minutes", "max_steps", "quiet", "out", "log_every", "checkpoint_every", "threads",
+             "device", "resume", "test"}
 _FLAGS = ("train", "valid", "test", "column", "min_count", "emb", "char_emb", "char_hidden", "char_cell", "hidden",
           "layers", "cell", "dropout", "word_dropout", "batch_size", "eval_batch_size", "epochs", "optimizer", "lr",
           "momentum", "weight_decay", "clip_norm", "clip_value", "lr_decay", "decay_start", "plateau", "patience",
-          "seed", "max_minutes", "max_steps", "device", "threads", "out", "resume", "log_every", "quiet",
-          *regularisation.FLAGS, *structure.FLAGS, *embeddings.FLAGS)
+          "seed", "max_minutes", "max_steps", "device", "threads", "out", "resume", "log_every", "checkpoint_every",
+          "quiet", *regularisation.FLAGS, *structure.FLAGS, *embeddings.FLAGS)
 
 EPILOG = """\
 examples:
@@ -161,7 +162,7 @@ def _model_config(o: dict, vocab: TaggingVocab, variant: dict) -> dict:
               "layers": o["layers"], "cell": o["cell"], "dropout": o["dropout"], "word_dropout": o["word_dropout"],
               "pad_id": vocab.words.pad_id, "unk_id": vocab.words.unk_id}
     options = regularisation.rnn_options(o)
-    if options:  # only when used: a plain model's config (and checkpoint) is as before
+    if options:  # only when used: a plain model's config (and checkpoint) has no such key
         config["rnn_options"] = options
     return {**config, **variant}  # likewise: the structure keywords only when used
 

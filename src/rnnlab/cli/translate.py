@@ -13,6 +13,7 @@ from ..data.text import DataError
 from ..train.checkpoint import CheckpointError
 from ..train.seq2seq import load_seq2seq, translate
 from .options import UsageError, float_range, int_range, usable_device
+from .unknown import check_input, say
 
 EPILOG = """\
 examples:
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
                 raise DataError("<stdin>: no input lines; give one source per line (or --file FILE)")
     except DataError as exc:
         raise UsageError(f"--file {exc}" if args.file else str(exc)) from None
+    unit = "characters" if vocab.level == "char" else "words"
+    say(check_input(vocab.src, (vocab.source_tokens(p.source) for p in pairs), unit=unit,
+                    where=f"--file {args.file}" if args.file else "stdin", has_unk=vocab.src.unk_id is not None,
+                    fix=f"remove these {unit} from the sources, or retrain on pairs whose sources contain them"))
 
     decoded = translate(model, vocab, [p.source for p in pairs], beam=args.beam,
                         length_penalty=args.length_penalty, max_len=args.max_len, batch_size=args.batch_size,

@@ -1,5 +1,5 @@
-"""Part-of-speech data: reading CoNLL-U (with the ``conllu`` library), the word / character / tag vocabularies a
-tagger needs, and writing tagged output.
+"""Part-of-speech data: reading CoNLL-U (with the ``conllu`` library, an optional package: ``rnnlab[text]``), the
+word / character / tag vocabularies a tagger needs, and writing tagged output.
 
 CoNLL-U (https://universaldependencies.org/format.html): one line per word with 10 tab-separated columns
 
@@ -24,9 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import conllu
-from conllu.exceptions import ParseException
-
+from .._optional import require
 from .text import DataError, read_text
 
 COLUMNS = {"upos": 3, "xpos": 4}  # the tag columns, as 0-based field indices of a word line
@@ -72,6 +70,7 @@ def parse_conllu(text: str, name: str = "<string>", column: str = "upos",
     """The sentences of CoNLL-U ``text`` (``name`` is used in error messages). With ``require_tags`` every word
     must have a tag in ``column``; without it a sentence whose column is all '_' gets ``tags=None`` (text to tag)."""
     col = _check_column(column)
+    conllu = require("conllu", purpose="reading CoNLL-U")  # imported here: `import rnnlab` does not need it
     lines = text.split("\n")
     sentences: list[ConlluSentence] = []
     block: list[str] = []
@@ -84,7 +83,7 @@ def parse_conllu(text: str, name: str = "<string>", column: str = "upos",
             block.append(line)
             continue
         if block:
-            sent = _parse_block(block, start, name, column, col, require_tags)
+            sent = _parse_block(conllu, block, start, name, column, col, require_tags)
             if sent is not None:
                 sentences.append(sent)
             block = []
@@ -93,7 +92,7 @@ def parse_conllu(text: str, name: str = "<string>", column: str = "upos",
     return sentences
 
 
-def _parse_block(block: list[str], start: int, name: str, column: str, col: int,
+def _parse_block(conllu, block: list[str], start: int, name: str, column: str, col: int,
                  require_tags: bool) -> ConlluSentence | None:
     words, tags, word_lines = [], [], []
     missing: list[int] = []  # line numbers of words without a tag
@@ -112,7 +111,7 @@ def _parse_block(block: list[str], start: int, name: str, column: str, col: int,
             raise DataError(f"{where}: {len(fields)} tab-separated columns{lacking}; {_FORMAT_HINT}")
         try:
             token = conllu.parser.parse_line(line, fields=conllu.parser.DEFAULT_FIELDS)
-        except ParseException as exc:
+        except conllu.exceptions.ParseException as exc:
             raise DataError(f"{where}: {_short(line)} is not a CoNLL-U word line ({exc}); {_FORMAT_HINT}") from None
         tid = token["id"]
         if isinstance(tid, tuple):  # a multiword-token range (1, '-', 2) or an empty node (8, '.', 1): not a word

@@ -9,7 +9,7 @@ trainer's data protocol: ``batches(epoch, start)``, ``num_batches(epoch)``, ``ba
 The file: one row per time step, oldest first; a header row with the column names or none (then the columns are
 named by number, "1", "2", ...); commas, tabs or semicolons between cells (read off the first line). A date/time
 column (its header is date/time/timestamp/..., or its first cell looks like a date or a time) is not a feature
-unless asked for. Columns are chosen by name or by number counted from 1, as in the error messages. An empty cell,
+unless requested. Columns are chosen by name or by number counted from 1, as in the error messages. An empty cell,
 NA, NaN or a word in a chosen column is a ``DataError`` naming the file, line and column: nothing is filled in.
 
 Two shapes, ``W`` = window, ``h`` = horizon, ``K`` target columns, ``F`` feature columns; a window ends at row t:

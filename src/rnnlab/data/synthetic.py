@@ -1,7 +1,7 @@
 """Synthetic sequence tasks generated on the fly: parity, the adding problem, copy (delayed recall).
 
 Nothing is stored: batch ``i`` of epoch ``e`` is generated from a random generator seeded by
-``(seed, split, e, i)``, so it is the same every time it is asked for — a resumed run reads exactly the batches an
+``(seed, split, e, i)``, so it is the same every time it is requested — a resumed run reads exactly the batches an
 uninterrupted one would — and every epoch of the training split is fresh data. The validation and test data of a
 run are the same task with another ``split`` name (an independent stream from the same seed); the trainer reads
 them at epoch 0 only, so they are fixed sets.

@@ -11,7 +11,8 @@ Levels:
 - ``word``: whitespace-separated words, one ``<eos>`` at the end of each line (the Penn Treebank convention of
   Mikolov et al. / pytorch's word_language_model); words seen fewer than ``min_count`` times, or outside the
   ``max_size`` most frequent, become ``<unk>``.
-- ``bpe``: a byte-level BPE (HF ``tokenizers``) trained on the training text; any text encodes, nothing is unknown.
+- ``bpe``: a byte-level BPE (HF ``tokenizers``, in ``rnnlab[text]``) trained on the training text; any text
+  encodes, nothing is unknown.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
+
+from .._optional import require
 
 LEVELS = ("char", "word", "bpe")
 UNK, EOS = "<unk>", "<eos>"
@@ -117,11 +120,8 @@ def words_of(text: str, final_eos: bool = True) -> list[str]:
 
 
 def _bpe_module():
-    try:
-        import tokenizers
-    except ImportError:
-        raise DataError("--level bpe needs the 'tokenizers' package: pip install tokenizers") from None
-    return tokenizers
+    # Imported here, not at the top: `import rnnlab` does not need it (a MissingExtra names the extra to install).
+    return require("tokenizers", purpose="the BPE level (--level bpe)")
 
 
 def _train_bpe(text: str, vocab_size: int):
@@ -158,7 +158,7 @@ class Vocab:
         if self.level == "bpe":
             if self.bpe is None:
                 raise ValueError("a 'bpe' Vocab needs its tokenizer (the bpe JSON string)")
-            tokenizers = _bpe_module()  # a DataError when the package is missing
+            tokenizers = _bpe_module()  # a MissingExtra (an ImportError) when the package is missing
             try:
                 self._tok = tokenizers.Tokenizer.from_str(self.bpe)
             except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type for a bad JSON
@@ -314,7 +314,7 @@ def build_corpus(train: str, valid: str | None = None, test: str | None = None, 
         vocab = Vocab.build(train, level, min_count=min_count, max_size=max_vocab, bpe_vocab=bpe_vocab,
                             extra_texts=tuple(t for t in (valid, test) if t is not None))
     elif vocab.level != level:
-        raise DataError(f"the vocabulary is {vocab.level}-level but level {level!r} was asked for")
+        raise DataError(f"the vocabulary is {vocab.level}-level but level {level!r} was requested")
 
     def ids(text, name):
         return None if text is None else torch.tensor(vocab.encode(text, name), dtype=torch.long)  # (N,)

@@ -13,7 +13,7 @@ measurement.
                                     (hidden states over a text): one file
 
 ``runs`` maps a name to a ``Diagnostics`` (``rnnlab.diagnose.measure``); one run or several side by side.
-matplotlib is an optional dependency (``pip install rnnlab[diagnose]``); ``MissingMatplotlib`` says so.
+matplotlib is an optional dependency (``pip install 'rnnlab[plots]'``); without it ``MissingExtra`` says so.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .._optional import MissingExtra, require
 from .measure import SIGMOID_HIGH, SIGMOID_LOW, TANH_HIGH, Diagnostics
 
 DPI = 110
@@ -31,17 +32,15 @@ WIDTH = 11.0  # inches: 1210 px at DPI, legible when a README scales it to ~800 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-class MissingMatplotlib(ImportError):
-    """matplotlib is not installed; the message says how to get it."""
+# matplotlib missing: a MissingExtra (an ImportError) that names the extra; the old name is kept for callers.
+MissingMatplotlib = MissingExtra
 
 
 def _figure(w: float, h: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise MissingMatplotlib("the figures need matplotlib: pip install 'rnnlab[diagnose]' (or pip install "
-                                "matplotlib)") from None
+    require("matplotlib", purpose="drawing the figures")  # imported here: `import rnnlab` does not need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)  # Agg: renders to PNG without a display
     fig.set_layout_engine("constrained")

@@ -9,6 +9,8 @@ The build goes through ``torch.utils.cpp_extension.load`` (ninja) into
 covers the sources, the flags, the torch / Python versions and the CPU
 features the flags depend on, so a stale or foreign binary is never loaded.
 A built binary is imported directly without running ninja again.
+ninja: the one on PATH, else the one pip installed with rnnlab (the ``ninja`` package, a core dependency), which
+sits beside the interpreter and is not on PATH when a virtual environment's python runs without ``activate``.
 Concurrent builds: a lock in this process, torch's file baton across processes.
 
 Environment:
@@ -19,6 +21,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -94,6 +97,36 @@ def _first_error_line(msg: str) -> str:
     return lines[-1] if lines else "build failed"
 
 
+def _ninja_dir() -> str | None:
+    """None when ``ninja`` is on PATH (torch.utils.cpp_extension runs it by that name); else the directory of the
+    ninja of the ``ninja`` package, or "" when there is none."""
+    if shutil.which("ninja") is not None:
+        return None
+    try:
+        import ninja
+    except ImportError:
+        return ""
+    d = getattr(ninja, "BIN_DIR", "") or ""
+    return d if d and shutil.which("ninja", path=d) is not None else ""
+
+
+@contextlib.contextmanager
+def _path_with(directory: str | None):
+    """PATH with ``directory`` in front for the duration (torch starts ``ninja`` by name, through PATH)."""
+    if not directory:
+        yield
+        return
+    old = os.environ.get("PATH")
+    os.environ["PATH"] = directory + (os.pathsep + old if old else "")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = old
+
+
 def _build():
     if os.environ.get("RNNLAB_DISABLE_CPP", "") not in ("", "0"):
         return None
@@ -122,13 +155,17 @@ def _build():
             return mod
         except Exception:
             pass  # fall through to a (re)build
+    ninja_dir = _ninja_dir()
+    if ninja_dir == "":
+        _fail("ninja, which torch.utils.cpp_extension builds with, is not installed: pip install ninja")
+        return None
     try:
         os.makedirs(bdir, exist_ok=True)
     except OSError as e:
         _fail(f"cannot create cache dir {bdir}: {e}")
         return None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _path_with(ninja_dir):
             warnings.simplefilter("ignore")
             return cpp_extension.load(
                 name=name,

@@ -103,7 +103,7 @@ class Recurrence(torch.autograd.Function):
 
 def run(mode: int, reverse: bool, batch_sizes, x, h0, c0, w_ih, w_hh, b_ih, b_hh, slot=None, rec_mask=None,
         zone_h=None, zone_c=None):
-    """Run one direction of one layer; record for backward only when a gradient can be asked for.
+    """Run one direction of one layer; record for backward only when a gradient can be requested.
 
     ``rec_mask`` (B, H), ``zone_h`` / ``zone_c`` (N, H): recurrent dropout and zoneout (see ``unroll``); None or
     empty = off, which runs exactly the plain loop."""

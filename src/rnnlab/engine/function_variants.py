@@ -85,7 +85,7 @@ def _needs_grad(tensors) -> bool:
 
 
 def run_layer_norm(mode, reverse, batch_sizes, eps, x, h0, c0, w_ih, w_hh, g_ih, b_ih, g_hh, b_hh, g_c, b_c):
-    """One direction of one LN layer; records for backward only when a gradient can be asked for."""
+    """One direction of one LN layer; records for backward only when a gradient can be requested."""
     backend = get_backend(x.device)
     tensors = (x, h0, c0, w_ih, w_hh, g_ih, b_ih, g_hh, b_hh, g_c, b_c)
     if _needs_grad(tensors):

@@ -105,7 +105,7 @@ class _Encoder(nn.Module):
                   "bidirectional": self.bidirectional, "dropout": self.dropout, "init": self.init}
         if self.init_length is not None:
             config["init_length"] = self.init_length
-        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) has no such key
             config["rnn_options"] = dict(self.rnn_options)
         config.update(structure_config(self.rnn))  # likewise: dilations / skip only when used
         return config

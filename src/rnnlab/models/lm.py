@@ -118,7 +118,7 @@ class RecurrentLM(nn.Module):
         config = {"kind": "rnn", "vocab_size": self.vocab_size, "cell": self.cell, "layers": self.layers,
                   "hidden": self.hidden, "emb": None if self.one_hot else self.emb, "dropout": self.dropout,
                   "tie": self.tie, "one_hot": self.one_hot}
-        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) has no such key
             config["rnn_options"] = dict(self.rnn_options)
         config.update(structure_config(self.rnn))  # likewise: only a Skip RNN adds its fields
         return config

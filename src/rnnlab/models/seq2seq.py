@@ -219,7 +219,7 @@ class _DecoderModel(nn.Module):
                   "dec_layers": self.dec_layers, "attention": self.attention_kind, "attn_size": self.attn_size,
                   "input_feeding": self.input_feeding, "dropout": self.dropout, "pad_id": self.pad_id,
                   "bos_id": self.bos_id, "eos_id": self.eos_id}
-        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) has no such key
             config["rnn_options"] = dict(self.rnn_options)
         return config
 
@@ -465,7 +465,7 @@ class Seq2Seq(_DecoderModel):
     def config(self) -> dict:
         return {"kind": "seq2seq", "src_vocab": self.src_vocab, **self._decoder_config(), "hidden": self.hidden,
                 "layers": self.layers, "bidirectional": self.bidirectional,
-                **structure_config(self.encoder)}  # dilations / skip only when used: a plain config is as before
+                **structure_config(self.encoder)}  # dilations / skip only when used: a plain config has neither
 
     def _bridge(self, h_n: Tensor, linear: nn.Linear | None, squash: bool) -> Tensor:
         """Encoder final states (L_e*D, B, H_e) → the decoder's initial states (L_d, B, H_d)."""

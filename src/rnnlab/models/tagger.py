@@ -121,7 +121,7 @@ class BiRNNTagger(nn.Module):
                   "char_hidden": self.char_hidden, "char_cell": self.char_cell, "hidden": self.hidden,
                   "layers": self.layers, "cell": self.cell, "dropout": self.dropout,
                   "word_dropout": self.word_dropout, "pad_id": self.pad_id, "unk_id": self.unk_id}
-        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) is as before
+        if self.rnn_options:  # only when used: a plain model's config (and checkpoint) has no such key
             config["rnn_options"] = dict(self.rnn_options)
         config.update(structure_config(self.rnn))  # likewise: dilations / skip only when used
         return config

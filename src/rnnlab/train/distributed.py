@@ -270,7 +270,7 @@ def setup(device: torch.device) -> torch.device:
         dist.init_process_group(backend)  # rendezvous at MASTER_ADDR:MASTER_PORT, from the environment
     _current = Distributed(rank, world, local, device, backend)
     if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process: rank 0 speaks for all
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process: rank 0 speaks for all
     atexit.register(shutdown)
     return device
 

@@ -108,8 +108,9 @@ class TrainOptions:
     # Faults (see the module doc): skip the bad batch; after fault_patience in a row, roll back and lower the lr.
     spike_factor: float | None = 10.0  # a loss above 10x the largest recent good loss is a spike: hard batches stay
     # within that, a blow-up is orders of magnitude above it; None: no spike check (NaN/Inf are always faults)
-    spike_window: int = 50  # good batches in that mean, and fault-free updates between rollback points: enough to
-    # smooth batch noise, short enough that a rollback loses little work; no spike check before it is full
+    spike_window: int = 50  # good losses whose largest the spike check compares with, and fault-free updates
+    # between rollback points: enough to span ordinary batch noise, short enough that a rollback loses little work;
+    # no spike check before it is full
     fault_patience: int = 3  # bad batches in a row skipped before rolling back: one or two is an odd batch, three in
     # a row means the weights or the optimizer state went bad
     fault_lr_factor: float = 0.5  # lr multiplier at each rollback: halving is the usual first remedy for divergence
@@ -334,7 +335,7 @@ class Trainer:
 
     @staticmethod
     def _zero_faults() -> dict:
-        """The fault tracking saved with the trainer state: the recent good losses (the spike test's mean), bad
+        """The fault tracking saved with the trainer state: the recent good losses (the spike test's window), bad
         batches in a row, fault-free updates since the rollback point, rollbacks and skipped batches so far."""
         return {"recent": [], "in_a_row": 0, "clean": 0, "rollbacks": 0, "skipped": 0}
 
@@ -367,7 +368,7 @@ class Trainer:
                                       and isinstance(point.get("optim"), dict)):
             raise CheckpointError(f"{where}: its rollback point ('extra' → 'rollback_point') is malformed; {DAMAGED}")
         self.progress = progress
-        # None: a checkpoint without one (best/, or an older rnnlab); fit() takes one from the restored state.
+        # None: a checkpoint without one (best/, or one saved without a rollback point); fit() takes one from the restored state.
         self._rollback_point = None if point is None else {"step": point["step"], "model": point["model"],
                                                            "optim": point["optim"]}
         carry = checkpoint.carry()
@@ -798,7 +799,7 @@ def _is_number(v) -> bool:
 
 
 # What the trainer state of a checkpoint holds: key -> (test, what it must be, the value where it is missing:
-# REQUIRED, or what a fresh trainer starts from, for a key an older rnnlab may not have saved).
+# REQUIRED, or what a fresh trainer starts from, for a key a checkpoint may lack).
 REQUIRED = object()
 _COUNT = (_is_int, "an integer >= 0")
 _NUMBER_OR_NONE = (lambda v: v is None or _is_number(v), "a number or null")
@@ -817,7 +818,7 @@ _FAULTS = {"recent": lambda v: isinstance(v, list) and all(_is_number(x) for x i
 
 def _checked_progress(state, where: Path) -> dict:
     """A copy of a checkpoint's trainer state, checked (a CheckpointError naming the key and the fix otherwise);
-    what an older rnnlab did not save (the fault counters, the skipped count) gets its starting value."""
+    a key a checkpoint lacks (the fault counters, the skipped count) gets its starting value."""
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{where}: the trainer state ('trainer') {what}; {DAMAGED}")
 

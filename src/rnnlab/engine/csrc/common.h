@@ -111,8 +111,9 @@ struct VT<float> {
   // 5 and Q of degree 3 in x^2: a rational fit of tanh(x)/x on [0, 9], least squares on the relative error with
   // Lawson reweighting (benchmarks/fit_tanh.py fits and checks them).
   // Max relative error 3.6e-7 on 2M evenly spaced points of [-10, 10] through the engine, with FMA
-  // (tests/test_cpp_backend.py asserts <= 5e-7; fit_tanh.py's numpy float32 evaluation, without FMA, gives
-  // 4.2e-7), at half the instructions of the exp-based form used before: no exp, no select of two forms.
+  // (tests/test_cpp_backend.py asserts <= 5e-7; without FMA, 4.2e-7). A refit with fit_tanh.py may print other
+  // coefficients of the same accuracy (the least squares runs on numpy's BLAS, whose kernel depends on the CPU),
+  // at half the instructions of the exp-based form used before: no exp, no select of two forms.
   // Exact at 0 and -0; NaN stays NaN (vmin/vmax).
   static inline V tanh(V x) {
     x = vmin(x, bc(9.0f));

@@ -93,7 +93,7 @@ def reference(m, x, lengths, h0, c0, masks, training: bool, params=None):
             off += bs
         return out
 
-    D, H, mode = m.num_directions, m.hidden_size, m.mode
+    D, H, mode = m.num_directions, m.hidden_size, m._engine_mode
     inp, h_n, c_n = x, [], []
     for layer in range(m.num_layers):
         key = ("input", 0, None) if layer == 0 else ("locked", layer, None)
@@ -165,7 +165,7 @@ def inputs(m, T, B, seed=1):
     x = torch.randn(T, B, m.input_size, generator=g, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(m.num_layers * D, B, H, generator=g, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(m.num_layers * D, B, H, generator=g, dtype=torch.float64, requires_grad=True) \
-        if m.mode == unroll.LSTM else None
+        if m._engine_mode == unroll.LSTM else None
     return x, h0, c0
 
 
@@ -298,8 +298,9 @@ def test_all_options_zero_is_the_plain_layer_bit_for_bit(cell, backend, monkeypa
     h = packed.data
     zeros = torch.zeros(3, 5)
     for layer in range(2):
-        outs = [real_run(m.mode, d == 1, packed.batch_sizes, h, zeros, zeros if m.mode == unroll.LSTM else
-                         h.new_empty(0), *m._weights(layer, d))[0] for d in range(2)]
+        outs = [real_run(m._engine_mode, d == 1, packed.batch_sizes, h, zeros,
+                         zeros if m._engine_mode == unroll.LSTM else h.new_empty(0), *m._weights(layer, d))[0]
+                for d in range(2)]
         h = torch.cat(outs, 1)
     assert torch.equal(out.data, h)
     g = torch.randn_like(h)

@@ -12,6 +12,7 @@ from .generate import generate as generate
 from .layers import GRU as GRU
 from .layers import LSTM as LSTM
 from .layers import RNN as RNN
+from .layers import safe_globals as safe_globals
 from .variants import ALL_CELLS as ALL_CELLS
 from .variants import DilatedRNN as DilatedRNN
 from .variants import LayerNormGRU as LayerNormGRU
@@ -23,4 +24,4 @@ __version__ = "0.1.0"
 
 __all__ = ["ALL_CELLS", "DilatedRNN", "GRU", "LSTM", "LayerNormGRU", "LayerNormLSTM", "RNN", "SkipRNN",
            "backend_name", "beam_search", "data", "detach_state", "generate", "init", "models", "probe",
-           "recurrent_layer", "tbptt", "train"]
+           "recurrent_layer", "safe_globals", "tbptt", "train"]

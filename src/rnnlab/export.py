@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ._optional import MissingExtra, require
-from .engine.unroll import _CELL, _OPTS, LSTM
+from .engine.unroll import _CELL, _OPTS
 from .layers import RNNBase
 from .models.classifier import SequenceClassifier, SequenceTagger
 from .models.lm import RecurrentLM
@@ -75,7 +75,7 @@ def _scan():
 def _direction(rnn: RNNBase, layer: int, d: int, x: Tensor, valid: Tensor | None, state: tuple[Tensor, ...]):
     """One direction of one layer: x (T, B, I), valid (T, B, 1) bool or None, state ((B, H)[, (B, H)]) →
     (out (T, B, H) with zeros at invalid steps, final state)."""
-    cell, opts = _CELL[rnn.mode], _OPTS[rnn.mode]
+    cell, opts = _CELL[rnn._engine_mode], _OPTS[rnn._engine_mode]
     w_ih, w_hh, b_ih, b_hh = rnn._weights(layer, d)
     gi = x @ w_ih.t()  # (T, B, G*H): the input half of every step, one GEMM (as the engine does)
     if rnn.bias:
@@ -104,7 +104,7 @@ def _direction(rnn: RNNBase, layer: int, d: int, x: Tensor, valid: Tensor | None
 def run_rnn(rnn: RNNBase, x: Tensor, valid: Tensor | None = None, hx=None):
     """An rnnlab RNN/LSTM/GRU in eval mode over a time-major padded batch, without the engine: x (T, B, I),
     valid (T, B) bool (None: every step) → (out (T, B, D*H), h_n (L*D, B, H), c_n or None)."""
-    has_c = rnn.mode == LSTM
+    has_c = rnn.mode == "LSTM"
     if getattr(rnn, "zoneout_h", 0) or getattr(rnn, "zoneout_c", 0):  # eval mode's h = p h_{t-1} + (1-p) h~: not here
         raise ExportError(f"the recurrent layer uses zoneout ({rnn.zoneout}), which the ONNX graph does not model yet")
     D, L, H = rnn.num_directions, rnn.num_layers, rnn.hidden_size
@@ -464,7 +464,7 @@ class _Seq2SeqStep(nn.Module):
         x = m.tgt_embedding(y)  # (B, E)
         if feed is not None:
             x = torch.cat([x, feed], -1)  # (B, E + H_d)
-        cell, opts = _CELL[rnn.mode], _OPTS[rnn.mode]
+        cell, opts = _CELL[rnn._engine_mode], _OPTS[rnn._engine_mode]
         hs, cs = [], []
         for layer in range(rnn.num_layers):
             w_ih, w_hh, b_ih, b_hh = rnn._weights(layer, 0)

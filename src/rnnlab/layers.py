@@ -46,6 +46,8 @@ from .engine.unroll import RNN_RELU as _RNN_RELU
 from .engine.unroll import RNN_TANH as _RNN_TANH
 
 _GATES = {_RNN_TANH: 1, _RNN_RELU: 1, _LSTM: 4, _GRU: 3}
+# torch.nn's ``mode`` names (the public attribute) → the engine's cell numbers (what the time loop takes).
+_ENGINE_MODES = {"RNN_TANH": _RNN_TANH, "RNN_RELU": _RNN_RELU, "LSTM": _LSTM, "GRU": _GRU}
 # The regularisation options, each with what its probability means (for messages and extra_repr).
 _REGULARISERS = {
     "weight_drop": "the probability of zeroing a recurrent weight, DropConnect on W_hh",
@@ -55,6 +57,11 @@ _REGULARISERS = {
     "recurrent_dropout": "the probability of zeroing a unit of h_{t-1} on its way into W_hh for a whole sequence",
     "zoneout": "the probability that a unit keeps its previous value at a step",
 }
+
+
+class _NoStepsError(ValueError, RuntimeError):
+    """An input with no time step (T = 0). torch.nn raises RuntimeError for it, rnnlab's input checks raise
+    ValueError; this is both, so code written against either catches it."""
 
 
 def _positive_int(name: str, value) -> int:
@@ -115,15 +122,26 @@ def _mask(kind: str, shape, p: float, like: Tensor, layer: int, direction: int |
 
 
 class RNNBase(nn.Module):
-    """Shared machinery of RNN, LSTM and GRU; use those classes."""
+    """Shared machinery of RNN, LSTM and GRU; use those classes.
 
-    def __init__(self, mode: int, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+    Besides the call, it carries torch.nn.RNNBase's public surface, so code written against torch.nn's layers runs
+    unchanged: ``mode`` (torch.nn's cell name), ``proj_size`` (always 0), ``all_weights``, ``flatten_parameters``
+    (a no-op), ``check_input``, ``get_expected_hidden_size``, ``check_hidden_size``, ``check_forward_args``,
+    ``permute_hidden``, and the private lists ``_all_weights``, ``_flat_weights_names`` and ``_flat_weights`` that
+    some libraries read. The lists are computed on access from the sizes and ``getattr``, never stored: they cannot
+    go stale when a parameter is replaced (a parametrization, ``torch.func.functional_call``, ``.to()``).
+    """
+
+    def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
                  locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  zoneout: float | tuple[float, float] = 0.0) -> None:
         super().__init__()
-        self.mode = mode
+        if mode not in _ENGINE_MODES:
+            raise ValueError(f"mode must be one of torch.nn's cell names {', '.join(map(repr, _ENGINE_MODES))}; got "
+                             f"{mode!r}. Use rnnlab.RNN, LSTM or GRU rather than RNNBase itself.")
+        self.mode = mode  # torch.nn's name; the engine's number is _engine_mode
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
@@ -140,9 +158,8 @@ class RNNBase(nn.Module):
         self.proj_size = 0
         self._set_regularisation(weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout, zoneout)
         num_directions = 2 if bidirectional else 1
-        gate_size = _GATES[mode] * hidden_size
+        gate_size = _GATES[self._engine_mode] * hidden_size
         factory = {"device": device, "dtype": dtype}
-        self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * num_directions
             for direction in range(num_directions):
@@ -152,7 +169,6 @@ class RNNBase(nn.Module):
                     params += [("bias_ih" + suffix, (gate_size,)), ("bias_hh" + suffix, (gate_size,))]
                 for name, shape in params:
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
-                    self._flat_weights_names.append(name)
         self.reset_parameters()
 
     def _set_regularisation(self, weight_drop, input_dropout, locked_dropout, output_dropout, recurrent_dropout,
@@ -164,15 +180,15 @@ class RNNBase(nn.Module):
         self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
         kind = type(self).__name__
         if isinstance(zoneout, (tuple, list)):
-            if self.mode != _LSTM or len(zoneout) != 2:
+            if self.mode != "LSTM" or len(zoneout) != 2:
                 raise ValueError(f"zoneout as a pair is (p_h, p_c) for an LSTM's h and c; got {zoneout!r} for a "
                                  f"{kind}. Give one number" + (" (a GRU or RNN has no cell state)."
-                                                                if self.mode != _LSTM else ", or two."))
+                                                                if self.mode != "LSTM" else ", or two."))
             self.zoneout_h, self.zoneout_c = (_probability("zoneout", v) for v in zoneout)
         else:
             self.zoneout_h = _probability("zoneout", zoneout)
-            self.zoneout_c = self.zoneout_h if self.mode == _LSTM else 0.0
-        self.zoneout = self.zoneout_h if self.zoneout_h == self.zoneout_c or self.mode != _LSTM \
+            self.zoneout_c = self.zoneout_h if self.mode == "LSTM" else 0.0
+        self.zoneout = self.zoneout_h if self.zoneout_h == self.zoneout_c or self.mode != "LSTM" \
             else (self.zoneout_h, self.zoneout_c)
         if self.dropout > 0 and self.locked_dropout > 0 and self.num_layers > 1:
             raise ValueError(f"dropout={self.dropout:g} and locked_dropout={self.locked_dropout:g} both drop between "
@@ -204,11 +220,110 @@ class RNNBase(nn.Module):
         empty = w_ih.new_empty(0)
         return w_ih, w_hh, empty, empty
 
+    @property
+    def _engine_mode(self) -> int:
+        """The engine's number for this cell (what ``function.run`` takes), from torch.nn's name in ``mode``."""
+        return _ENGINE_MODES[self.mode]
+
+    # -- torch.nn.RNNBase's surface ------------------------------------------------------------------------------
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """The parameter names per layer and direction, in torch.nn's order: ``[[weight_ih_l0, weight_hh_l0,
+        bias_ih_l0, bias_hh_l0], [..._l0_reverse], [..._l1], ...]`` (no biases when ``bias=False``)."""
+        kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+        return [[f"{kind}_l{layer}" + ("_reverse" if direction == 1 else "") for kind in kinds]
+                for layer in range(self.num_layers) for direction in range(self.num_directions)]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """``_all_weights`` flattened: every parameter name in torch.nn's order."""
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        """The tensors the forward runs with, in ``_flat_weights_names``' order (None for a name that is not set).
+
+        torch.nn keeps this list as a cache that ``__setattr__``, ``_apply`` and its forward refresh; here it is read
+        on access, so it is always what ``getattr`` gives now — the weight a parametrization computes
+        (``torch.nn.utils.parametrize``, ``weight_norm``, ``spectral_norm``), a tensor that
+        ``torch.func.functional_call`` swapped in, a parameter replaced by assignment — exactly what forward reads."""
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """torch.nn's ``all_weights``: per layer and direction (layer 0, layer 0 reverse, layer 1, ...), the list
+        ``[weight_ih, weight_hh, bias_ih, bias_hh]`` (``[weight_ih, weight_hh]`` when ``bias=False``)."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do; kept so that code written for torch.nn runs unchanged (a reloaded model's
+        ``model.rnn.flatten_parameters()``, the call many models make at the top of forward under DataParallel).
+
+        torch.nn's copies the weights into one contiguous cuDNN buffer on a GPU. rnnlab's engine reads each parameter
+        where it is, so there is no flat buffer to rebuild (nor torch.nn's "weights are not part of single
+        contiguous chunk of memory" warning to avoid)."""
+
+    def check_input(self, input: Tensor, batch_sizes: Tensor | None) -> None:
+        """torch.nn's check of the tensor its time loop reads: ``input`` is the padded 3-D batch, or a
+        PackedSequence's 2-D ``data`` when ``batch_sizes`` is given. Raises ValueError when the dtype differs from the
+        weights' — always: unlike torch.nn, autocast does not relax it, as rnnlab's forward does not cast — and
+        RuntimeError, as torch.nn does, for the wrong rank or feature size. forward checks the same rules itself."""
+        weight = self._flat_weights[0]
+        if input.dtype != weight.dtype:
+            raise ValueError(f"{type(self).__name__}: input dtype must equal the weights' ({weight.dtype}); got "
+                             f"{input.dtype}. Convert the input, input.to({weight.dtype}), or the model, "
+                             f"model.to({input.dtype}).")
+        rank = 2 if batch_sizes is not None else 3
+        if input.dim() != rank:
+            raise RuntimeError(f"{type(self).__name__}: input must have {rank} dimensions ("
+                               + ("a PackedSequence's data (N, input_size)" if rank == 2 else "a padded batch")
+                               + f"); got {input.dim()}.")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"{type(self).__name__}: input.size(-1) must equal input_size, {self.input_size}; got "
+                               f"{input.size(-1)}.")
+
+    def get_expected_hidden_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        """The shape h0 must have for this input: (num_layers * num_directions, batch, hidden_size), the batch being
+        ``batch_sizes[0]`` for a PackedSequence's data, else the input's batch dimension (0 with batch_first)."""
+        if batch_sizes is not None:
+            batch = int(batch_sizes[0])
+        else:
+            batch = input.size(0) if self.batch_first else input.size(1)
+        return self.num_layers * self.num_directions, batch, self.hidden_size
+
+    def check_hidden_size(self, hx: Tensor, expected_hidden_size: tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        """RuntimeError ``msg.format(expected, got)`` unless ``hx`` has ``expected_hidden_size`` (torch.nn's
+        signature and message, which callers may replace)."""
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input: Tensor, hidden: Tensor, batch_sizes: Tensor | None) -> None:
+        """``check_input`` and ``check_hidden_size`` of the state ``hidden`` (for an LSTM, the pair (h, c))."""
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(hidden, self.get_expected_hidden_size(input, batch_sizes))
+
+    def permute_hidden(self, hx: Tensor, permutation: Tensor | None) -> Tensor:
+        """``hx`` with its batch dimension (1) in the order ``permutation`` (None: as it is) — how torch.nn moves a
+        state between the caller's batch order and a PackedSequence's sorted one."""
+        if permutation is None:
+            return hx
+        return hx.index_select(1, permutation)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling a whole model (``torch.load``). A layer pickled before ``mode`` held torch.nn's name stored the
+        engine's number there and a ``_flat_weights_names`` list, now computed: both are brought up to date."""
+        state = dict(state)
+        state.pop("_flat_weights_names", None)
+        if isinstance(state.get("mode"), int):
+            state["mode"] = {number: name for name, number in _ENGINE_MODES.items()}[state["mode"]]
+        super().__setstate__(state)
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.mode == _RNN_RELU:
+        if self.mode == "RNN_RELU":
             s += ", nonlinearity='relu'"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
@@ -223,11 +338,13 @@ class RNNBase(nn.Module):
         return ValueError(f"{type(self).__name__}: {what} must have shape {tuple(expected)}; got {tuple(got)}.")
 
     def forward(self, input, hx=None):
-        has_c = self.mode == _LSTM
+        has_c = self.mode == "LSTM"
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
         packed = isinstance(input, PackedSequence)
-        x, batch_sizes, sorted_idx, unsorted_idx, T, B, unbatched = flat_input(self, input)  # x: (N, I)
-        h0, c0 = self._initial_state(hx, B, x, unbatched, sorted_idx)
+        x, batch_sizes, sorted_idx, unsorted_idx, T, B, unbatched = flat_input(self, input, empty_batch=True)
+        h0, c0 = self._initial_state(hx, B, x, unbatched, sorted_idx)  # x: (N, I); h0, c0: (L*D, B, H)
+        if B == 0:
+            return self._empty_batch(x, h0, c0, T)
 
         slot_probe = active_probe()
         regular = self._regularised
@@ -245,8 +362,9 @@ class RNNBase(nn.Module):
                 options = {}
                 if regular:
                     w_hh, options = self._direction_options(layer, d, w_hh, B, x.shape[0], x)
-                out, hn, cn = function.run(self.mode, d == 1, batch_sizes, x, h0[k], c0[k] if has_c else x.new_empty(0),
-                                           w_ih, w_hh, b_ih, b_hh, slot=slot, **options)
+                out, hn, cn = function.run(self._engine_mode, d == 1, batch_sizes, x, h0[k],
+                                           c0[k] if has_c else x.new_empty(0), w_ih, w_hh, b_ih, b_hh, slot=slot,
+                                           **options)
                 outs.append(out)  # (N, H)
                 h_n.append(hn)
                 c_n.append(cn)
@@ -271,6 +389,36 @@ class RNNBase(nn.Module):
                 output = output.transpose(0, 1)  # (B, T, D*H)
         return output, ((h_n, c_n) if has_c else h_n)
 
+    def _empty_batch(self, x: Tensor, h0: Tensor, c0: Tensor, T: int):
+        """forward of a padded batch of no sequences — x (0, I), h0 and c0 (L*D, 0, H) — answered as torch.nn
+        answers it: output (T, 0, D*H) (batch_first: (0, T, D*H)) and states (L*D, 0, H), all empty.
+
+        The engine is not called (it has no rows to loop over). Each layer and direction computes one step's affine
+        maps on the no rows instead, ``x W_ih^T + b_ih + h0 W_hh^T + b_hh`` (0, G*H): empty, but it ties the input,
+        the initial state and every parameter into the graph, so backward runs and leaves gradients of zeros (not
+        None) everywhere, as torch.nn's does — an optimizer then steps exactly as after torch.nn's empty batch. No
+        dropout mask is drawn."""
+        has_c = self.mode == "LSTM"
+        D, H = self.num_directions, self.hidden_size
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                k = layer * D + d
+                w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
+                gates = F.linear(x, w_ih, b_ih if self.bias else None) \
+                    + F.linear(h0[k], w_hh, b_hh if self.bias else None)  # (0, G*H)
+                h = gates[:, :H]  # (0, H)
+                outs.append(h)
+                h_n.append(h)
+                c_n.append(c0[k] + h if has_c else None)
+            x = torch.cat(outs, dim=1)  # (0, D*H)
+        output = x.view(T, 0, D * H)  # (T, 0, D*H)
+        if self.batch_first:
+            output = output.transpose(0, 1)  # (0, T, D*H)
+        h_n = torch.stack(h_n)  # (L*D, 0, H)
+        return output, ((h_n, torch.stack(c_n)) if has_c else h_n)
+
     def _direction_options(self, layer: int, d: int, w_hh: Tensor, B: int, N: int, x: Tensor):
         """The W_hh one direction runs with and its engine options (recurrent mask, zoneout), for this mode."""
         H = self.hidden_size
@@ -292,7 +440,7 @@ class RNNBase(nn.Module):
         return w_hh, options
 
     def _initial_state(self, hx, B, x, unbatched, sorted_idx):
-        return initial_state(self, hx, B, x, unbatched, sorted_idx, has_c=self.mode == _LSTM)
+        return initial_state(self, hx, B, x, unbatched, sorted_idx, has_c=self.mode == "LSTM")
 
     # -- one step at a time, for generation ----------------------------------------------------------------------
     def step(self, x_t: Tensor, hx=None):
@@ -376,7 +524,7 @@ class RNN(RNNBase):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}.")
         self.nonlinearity = nonlinearity
-        super().__init__(_RNN_TANH if nonlinearity == "tanh" else _RNN_RELU, input_size, hidden_size, num_layers,
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, num_layers,
                          bias, batch_first, dropout, bidirectional, 0, device, dtype, weight_drop=weight_drop,
                          input_dropout=input_dropout, locked_dropout=locked_dropout, output_dropout=output_dropout,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout)
@@ -391,10 +539,30 @@ class LSTM(RNNBase):
                  device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
                  locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  zoneout: float | tuple[float, float] = 0.0) -> None:
-        super().__init__(_LSTM, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype, weight_drop=weight_drop, input_dropout=input_dropout,
                          locked_dropout=locked_dropout, output_dropout=output_dropout,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+
+    def get_expected_cell_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        """The shape c0 must have: (num_layers * num_directions, batch, hidden_size), as h0 (no projection here)."""
+        return self.get_expected_hidden_size(input, batch_sizes)
+
+    def check_forward_args(self, input: Tensor, hidden: tuple[Tensor, Tensor],  # type: ignore[override]
+                           batch_sizes: Tensor | None) -> None:
+        """``check_input``, then the shapes of h0 and c0 in ``hidden`` = (h0, c0), with torch.nn's messages."""
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                               "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                               "Expected hidden[1] size {}, got {}")
+
+    def permute_hidden(self, hx: tuple[Tensor, Tensor],  # type: ignore[override]
+                       permutation: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``RNNBase.permute_hidden`` of h and of c."""
+        if permutation is None:
+            return hx
+        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
 
 
 class GRU(RNNBase):
@@ -407,22 +575,52 @@ class GRU(RNNBase):
                  device=None, dtype=None, *, weight_drop: float = 0.0, input_dropout: float = 0.0,
                  locked_dropout: float = 0.0, output_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  zoneout: float = 0.0) -> None:
-        super().__init__(_GRU, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
                          device, dtype, weight_drop=weight_drop, input_dropout=input_dropout,
                          locked_dropout=locked_dropout, output_dropout=output_dropout,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout)
 
 
-def flat_input(module: nn.Module, input) -> tuple:
+def safe_globals(*extra: type) -> list[type]:
+    """The classes ``torch.load(path, weights_only=True)`` must be allowed to rebuild a whole pickled model
+    (``torch.save(model)``) that holds rnnlab layers, plus ``extra`` (your own model classes, any other torch.nn
+    class it holds). For ``torch.serialization.safe_globals`` (a context manager) or ``add_safe_globals`` (for the
+    process)::
+
+        with torch.serialization.safe_globals(rnnlab.safe_globals(MyLM)):
+            model = torch.load("model.pt", weights_only=True)
+
+    The list: rnnlab's layers (RNN, LSTM, GRU and the variants LayerNormLSTM, LayerNormGRU, SkipRNN, DilatedRNN),
+    its models (RecurrentLM, NGramLM, SequenceClassifier, SequenceTagger, Seq2Seq with its Attention,
+    ConditionalDecoder, BiRNNTagger), and the torch.nn classes those models are built from or that usually hold a
+    layer (Embedding, Linear, Dropout, Sequential, ModuleList, ModuleDict) — so a saved rnnlab model loads with this
+    alone. weights_only loading rebuilds only allowed classes and refuses anything else; when it names a missing
+    one, pass that class in ``extra`` (``torch.serialization.get_unsafe_globals_in_checkpoint(path)`` lists them
+    all). Loading a state_dict (``model.load_state_dict(torch.load(path))``) needs none of this."""
+    from . import variants  # here, not at the top: both import this module
+    from .models import classifier, lm, seq2seq, tagger
+
+    return [RNN, LSTM, GRU, variants.LayerNormLSTM, variants.LayerNormGRU, variants.SkipRNN, variants.DilatedRNN,
+            lm.RecurrentLM, lm.NGramLM, classifier.SequenceClassifier, classifier.SequenceTagger, seq2seq.Seq2Seq,
+            seq2seq.Attention, seq2seq.ConditionalDecoder, tagger.BiRNNTagger,
+            nn.Embedding, nn.Linear, nn.Dropout, nn.Sequential, nn.ModuleList, nn.ModuleDict, *extra]
+
+
+def flat_input(module: nn.Module, input, empty_batch: bool = False) -> tuple:
     """A recurrent layer's input as its time loop reads it: ``(x (N, I), batch_sizes (T,), sorted_idx, unsorted_idx,
     T, B, unbatched)`` — x holds step t's rows together (a padded (T, B, I) input becomes T*B rows; a PackedSequence
     is taken as it is, T None). Checks what torch.nn checks — a Tensor or PackedSequence, rank 2 or 3, the feature
-    size, at least one step and one sequence — and that the dtype equals the parameters'. ``module`` has torch.nn's
-    ``input_size`` and ``batch_first`` and a ``_shape_error``; shared by ``RNNBase`` and the variant layers."""
+    size, at least one step (``_NoStepsError``) and one sequence — and that the dtype equals the parameters'.
+    ``empty_batch`` lets a padded batch of no sequences (B = 0) through, for a caller that answers it without the
+    engine (``RNNBase``; torch.nn accepts it). ``module`` has torch.nn's ``input_size`` and ``batch_first`` and a
+    ``_shape_error``; shared by ``RNNBase`` and the variant layers."""
     name = type(module).__name__
     T = None
     if isinstance(input, PackedSequence):
         x, batch_sizes, sorted_idx, unsorted_idx = input
+        if batch_sizes.numel() == 0:  # built by hand: torch's packing functions refuse empty input
+            raise _NoStepsError(f"{name}: a PackedSequence must have at least one time step; got empty batch_sizes. "
+                                "Leave empty batches out before packing.")
         B, unbatched = int(batch_sizes[0]), False
         if x.dim() != 2 or x.shape[1] != module.input_size:
             raise module._shape_error("PackedSequence.data", ("N", module.input_size), x.shape)
@@ -438,9 +636,12 @@ def flat_input(module: nn.Module, input) -> tuple:
         unbatched = input.dim() == 2
         seq = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if module.batch_first else input)  # (T, B, I)
         T, B = seq.shape[0], seq.shape[1]
-        if T == 0 or B == 0:
-            raise ValueError(f"{name}: input must have at least one step and one sequence; "
-                             f"got shape {tuple(input.shape)}.")
+        if T == 0:  # torch.nn refuses it too ("Expected sequence length to be larger than 0")
+            raise _NoStepsError(f"{name}: input must have at least one time step; got shape {tuple(input.shape)} "
+                                f"(time is dimension {1 if module.batch_first and not unbatched else 0}). Leave empty "
+                                "sequences out of the call.")
+        if B == 0 and not empty_batch:
+            raise ValueError(f"{name}: input must have at least one sequence; got shape {tuple(input.shape)}.")
         x = seq.reshape(T * B, module.input_size)  # (T*B, I): step t owns rows [t*B, (t+1)*B)
         batch_sizes = torch.full((T,), B, dtype=torch.int64)
         sorted_idx = unsorted_idx = None

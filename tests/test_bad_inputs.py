@@ -30,7 +30,12 @@ TINY = {
     "classify": ["--emb", "4", "--hidden", "4"],
     "seq2seq": ["--emb", "4", "--hidden", "4"],
     "regress": ["--target", "value", "--window", "5", "--hidden", "4"],
+    "classify-series": ["--hidden", "4"],
 }
+# A well-formed .ts file for 'rnnlab train classify-series': two classes of 2-dimensional cases, 3-5 steps.
+SERIES_TS = "@problemName Ok\n@dimensions 2\n@equalLength false\n@classLabel true up down\n@data\n" + "".join(
+    f"{','.join(str(k + t) for t in range(3 + k % 3))}:{','.join('1' for _ in range(3 + k % 3))}:"
+    f"{'up' if k % 2 else 'down'}\n" for k in range(12))
 
 
 # -- the data and the trained runs the cases start from ------------------------------------------------------------
@@ -65,6 +70,7 @@ class Ctx:
         self.data, self.runs, self.gen, self.tmp = data, runs, gen, tmp
         self.text, self.series = data / "text.txt", data / "series.csv"
         self.conllu, self.labels, self.pairs = data / "train.conllu", data / "train.tsv", data / "pairs.tsv"
+        self.series_ts = data / "train.ts"
 
     def damaged(self, kind: str, how: str) -> Path:
         run = self.tmp / f"{kind}-{how}"
@@ -86,9 +92,10 @@ def world(tmp_path_factory):
                                     encoding="utf-8")
     (data / "series.csv").write_text("t,value\n" + "".join(f"{i},{(i % 7) / 7:.3f}\n" for i in range(120)),
                                      encoding="utf-8")
+    (data / "train.ts").write_text(SERIES_TS, encoding="utf-8")
     root = tmp_path_factory.mktemp("runs")
     files = {"lm": data / "text.txt", "tag": data / "train.conllu", "classify": data / "train.tsv",
-             "seq2seq": data / "pairs.tsv", "regress": data / "series.csv"}
+             "seq2seq": data / "pairs.tsv", "regress": data / "series.csv", "classify-series": data / "train.ts"}
     runs = {}
     for kind, f in files.items():
         runs[kind] = root / kind
@@ -162,6 +169,8 @@ DAMAGE = {
     "dangling_alias": _edit_meta(lambda m: m.update(aliases={"decoder.weight": "no.such.tensor"})),
     # A tagger's or classifier's word vocabulary without <unk>: a word outside it cannot be read at all.
     "no_unk": _edit_meta(lambda m: m["vocab"]["words"].update(specials=["<pad>"])),
+    # A series classifier's labels and normaliser (checkpoint.json 'series_classes').
+    "bad_series_classes": _edit_meta(lambda m: m["series_classes"].update(normalizer=3)),
 }
 
 # The case table: id -> (argv builder, strings the error line must contain). `c` is a Ctx.
@@ -177,16 +186,19 @@ CASES = {
     **{f"{kind}-{name}": ((lambda c, kind=kind, name=name, extra=extra: _t(kind, "--train", BAD / name, *extra,
                                                                           "--out", c.tmp / "o")),
                           ["--train", name, "empty"])
-       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]))
+       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]),
+                           ("classify-series", []))
        for name in ("empty.txt", "blank.txt")},
     **{f"{kind}-binary": ((lambda c, kind=kind, extra=extra: _t(kind, "--train", c.gen / "binary.bin", *extra,
                                                                 "--out", c.tmp / "o")),
                           ["--train", "binary.bin", "line 2", "invalid UTF-8", "byte offset 128"])
-       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]))},
+       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]),
+                           ("classify-series", []))},
     **{f"{kind}-latin1": ((lambda c, kind=kind, extra=extra: _t(kind, "--train", c.gen / "latin1.txt", *extra,
                                                                 "--out", c.tmp / "o")),
                           ["--train", "latin1.txt", "line 1", "invalid UTF-8", "iconv"])
-       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]))},
+       for kind, extra in (("lm", []), ("tag", []), ("classify", []), ("seq2seq", []), ("regress", ["--target", "1"]),
+                           ("classify-series", []))},
     "classify-utf16": (lambda c: _t("classify", "--train", c.gen / "utf16.tsv", "--out", c.tmp / "o"),
                        ["--train", "utf16.tsv", "invalid UTF-8", "convert the file to UTF-8"]),
     "eval-empty": (lambda c: ["eval", c.runs["lm"], "--file", BAD / "empty.txt"], ["--file", "empty.txt", "empty"]),
@@ -205,6 +217,15 @@ CASES = {
     "lm-directory": (lambda c: _t("lm", "--train", c.data, "--out", c.tmp / "o"), ["--train", "is a directory"]),
     "lm-missing-file": (lambda c: _t("lm", "--train", c.tmp / "nope.txt", "--out", c.tmp / "o"),
                         ["--train", "nope.txt", "no such file"]),
+    # the token cache reads files in chunks: the same errors, and nothing written to the cache directory
+    "lm-cached-latin1": (lambda c: _t("lm", "--train", c.gen / "latin1.txt", "--cache-dir", c.tmp / "cache", "--out",
+                                      c.tmp / "o"), ["--train", "latin1.txt", "line 1", "invalid UTF-8", "iconv"]),
+    "lm-cached-empty-valid": (lambda c: _t("lm", "--train", c.text, "--valid", BAD / "empty.txt", "--cache-dir",
+                                           c.tmp / "cache", "--out", c.tmp / "o"), ["--valid", "empty.txt", "empty"]),
+    "lm-cached-directory": (lambda c: _t("lm", "--train", c.data, "--cache-dir", c.tmp / "cache", "--out",
+                                         c.tmp / "o"), ["--train", "is a directory"]),
+    "eval-cached-binary": (lambda c: ["eval", c.runs["lm"], "--file", c.gen / "binary.bin", "--cache-dir",
+                                      c.tmp / "cache"], ["--file", "binary.bin", "line 2", "invalid UTF-8"]),
     # -- CoNLL-U -----------------------------------------------------------------------------------------------------
     "conllu-wrong-columns": (lambda c: _t("tag", "--train", BAD / "conllu_wrong_columns.conllu", "--out", c.tmp / "o"),
                              ["--train", "conllu_wrong_columns.conllu", "line 3", "8 tab-separated columns",
@@ -276,6 +297,44 @@ CASES = {
                               ["series.csv", "target 'nope'", "no such column", "1=t, 2=value"]),
     "series-window-too-long": (lambda c: _t("regress", "--train", c.series, "--target", "value", "--window", "500",
                                             "--out", c.tmp / "o"), ["series.csv", "window of 500", "shorter window"]),
+    # -- numeric series to classify (.ts) --------------------------------------------------------------------------
+    **{f"ts-{name}": ((lambda c, name=name: _t("classify-series", "--train", BAD / f"ts_{name}.ts", "--out",
+                                                c.tmp / "o")), ["--train", f"ts_{name}.ts", *must])
+       for name, must in (
+           ("wrong_dimensions", ["line 8", "3 dimensions where @dimensions says 2", "separate dimensions with ':'"]),
+           ("text_value", ["line 7, dimension 1, value 3", "'x1' is not a number", "fix the value"]),
+           ("unknown_label", ["line 7", "the class label 'sideways' is not in @classLabel (up, down)"]),
+           ("no_data", ["line 3", "with no @data line above it", "then a line '@data'"]),
+           ("ragged_case", ["line 7", "dimension 2 has 2 values where dimension 1 has 3", "the same length"]),
+           ("missing_value", ["line 7, dimension 1, value 2", "a missing value ('?')", "--missing fill"]),
+           ("no_labels", ["@classLabel false", "no class labels", "@classLabel true LABEL1"]),
+           ("one_class", ["only 1 distinct label", "at least two classes"]),
+           ("unequal_length", ["line 7", "4 values per dimension where @seriesLength says 3", "@equalLength false"]),
+           ("unknown_header", ["line 2", "unknown header line '@clasLabel'", "check the spelling"]))},
+    "ts-unknown-label-in-test": (lambda c: _t("classify-series", "--train", c.series_ts, "--test",
+                                              BAD / "ts_unknown_label.ts", "--out", c.tmp / "o"),
+                                 ["--test", "ts_unknown_label.ts", "line 7", "'sideways'"]),
+    "ts-to-train-classify": (lambda c: _t("classify", "--train", BAD / "ts_text_value.ts", "--out", c.tmp / "o"),
+                             ["--train", "ts_text_value.ts", "a file of numeric series", "classify-series"]),
+    "ts-predict-unknown-label": (lambda c: ["predict", c.runs["classify-series"], "--file",
+                                            BAD / "ts_unknown_label.ts"],
+                                 ["--file", "ts_unknown_label.ts", "line 7", "'sideways'"]),
+    "ts-predict-missing-value": (lambda c: ["predict", c.runs["classify-series"], "--file",
+                                            BAD / "ts_missing_value.ts"],
+                                 ["--file", "ts_missing_value.ts", "line 7", "a missing value"]),
+    "ts-predict-text-file": (lambda c: ["predict", c.runs["classify-series"], "--file", BAD / "ok.txt"],
+                             ["--file", "ok.txt", "line 1", "with no @data line above it"]),
+    "ts-predict-damaged-normaliser": (lambda c: ["predict", c.damaged("classify-series", "bad_series_classes"),
+                                                 "--file", c.series_ts],
+                                      ["RUN_DIR", "checkpoint.json has no readable series classifier data"]),
+    "series-classifier-to-generate": (lambda c: ["generate", c.runs["classify-series"]],
+                                      ["'rnnlab train classify-series' run", "not a language model"]),
+    "series-classifier-to-resume-classify": (lambda c: _t("classify", "--resume", c.runs["classify-series"]),
+                                             ["--resume", "holds an 'rnnlab train classify-series' run",
+                                              "use 'rnnlab train classify-series --resume"]),
+    "flag-classify-series-valid-fraction": (lambda c: _t("classify-series", "--train", c.series_ts,
+                                                         "--valid-fraction", "0.7", "--out", c.tmp / "o"),
+                                            ["--valid-fraction:", *FLAG_FIX]),
     # -- seq2seq pairs ------------------------------------------------------------------------------------------------
     "pairs-no-tab": (lambda c: _t("seq2seq", "--train", BAD / "pairs_no_tab.tsv", "--out", c.tmp / "o"),
                      ["--train", "pairs_no_tab.tsv", "line 1", "no tab", "exactly one tab"]),

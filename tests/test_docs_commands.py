@@ -312,7 +312,8 @@ def _let_through(convert, dynamic):
 
 def _validate(ns: argparse.Namespace) -> None:
     """The pure option checks a command makes after parsing and before reading anything (UsageError)."""
-    from rnnlab.cli import diagnose, task, train, train_classify, train_regress, train_seq2seq, train_tag
+    from rnnlab.cli import diagnose, task, train, train_classify, train_classify_series, train_regress, train_seq2seq, \
+        train_tag
     from rnnlab.cli.common import given_flags
 
     if ns.command is None:
@@ -325,7 +326,7 @@ def _validate(ns: argparse.Namespace) -> None:
     if run is train.run:
         train._resolve(ns.model_kind, given_flags(ns, train._FLAGS))
     for module, keep_false in ((train_tag, False), (train_regress, False), (train_classify, True),
-                               (train_seq2seq, True)):
+                               (train_classify_series, True), (train_seq2seq, True)):
         if run is module.run:
             module._resolve(given_flags(ns, module._FLAGS, keep_false=keep_false))
     if run is task.run:

@@ -25,6 +25,7 @@ from rnnlab.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, read_idx
 from rnnlab.data.seq2seq import Seq2SeqVocab, encode_pairs, parse_pairs, read_pairs
 from rnnlab.data.series import SeriesDataset, read_series
 from rnnlab.data.text import DataError, Vocab, build_corpus, load_corpus, read_text
+from rnnlab.data.uea import SeriesClassData, parse_ts, read_npz, read_ts
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -89,6 +90,35 @@ def test_load_corpus_on_any_file(folder, raw, level):
         assert str(f) in str(exc)
         return
     assert corpus.train.numel() >= 0 and len(corpus.vocab) >= 1
+
+
+@SETTINGS
+@given(raw=RAW, level=st.sampled_from(["char", "word"]), fraction=st.sampled_from([0.0, 0.1, 0.5]),
+       chunk=st.sampled_from([1, 3, 7, 64]))
+def test_token_cache_reads_any_file_as_load_corpus_does(folder, raw, level, fraction, chunk):
+    """The cache tokenises the file in chunks of ``chunk`` bytes / characters: the same corpus, or the same error."""
+    from rnnlab.data import token_cache
+
+    f = _write(folder, "cached.txt", raw)
+    try:
+        want = load_corpus(f, level=level, valid_fraction=fraction)
+    except DataError as exc:
+        want = str(exc)
+    saved, token_cache.CHUNK = token_cache.CHUNK, chunk
+    try:
+        got, _ = token_cache.cached_corpus(f, cache_dir=folder / "cache", level=level, valid_fraction=fraction,
+                                           note=lambda note: None)
+    except DataError as exc:
+        got = str(exc)
+    finally:
+        token_cache.CHUNK = saved
+    if isinstance(want, str) or isinstance(got, str):
+        assert got == want
+        return
+    assert got.vocab.to_json() == want.vocab.to_json()
+    for split in ("train", "valid", "test"):
+        a, b = getattr(want, split), getattr(got, split)
+        assert (a is None and b is None) or a.tolist() == b.tolist()
 
 
 @SETTINGS
@@ -313,6 +343,104 @@ def test_pairs_write_then_read_gives_the_same_pairs(pairs):
     text = "".join(f"{s}\t{t}\n" for s, t in pairs)
     back = parse_pairs(text, "round.tsv", "char")
     assert [(p.source, p.target) for p in back] == pairs
+
+
+# -- numeric series to classify: UEA .ts, NPZ -------------------------------------------------------------------------
+TS_LINE = st.one_of(
+    st.sampled_from(["@problemName P", "@univariate true", "@univariate false", "@dimensions 2", "@dimension 0",
+                     "@equalLength true", "@equalLength false", "@seriesLength 3", "@classLabel true a b",
+                     "@classLabel false", "@classLabel true a a", "@missing true", "@timeStamps true", "@data",
+                     "@data x", "@targetLabel true", "@bogus", "@", "# c", "", " "]),
+    st.lists(st.lists(st.one_of(st.sampled_from(["?", "NaN", "inf", "", "x", "(1,2)", "1e3", "-0.5"]),
+                                st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                                st.integers(-9, 9).map(str)), min_size=0, max_size=4).map(",".join),
+             min_size=1, max_size=3).map(":".join).flatmap(lambda case: st.sampled_from([case, case + ":a", case + ":b",
+                                                                                    case + ":c", case + ":"])))
+TS_TEXT = st.one_of(TEXT, st.lists(TS_LINE, max_size=14).map("\n".join),
+                    st.lists(TS_LINE, max_size=10).map(lambda lines: "@classLabel true a b\n@data\n"
+                                                       + "\n".join(lines)))
+
+
+def _series_ok(data, require: bool) -> None:
+    assert len(data) >= 1 and len(data.labels) == len(data.values) == len(data.where)
+    F = data.n_features
+    for v, label in zip(data.values, data.labels):
+        assert v.ndim == 2 and v.shape[0] >= 1 and v.shape[1] == F and np.isfinite(v).all()
+        assert (label is None and not require) or (label in data.label_set)
+
+
+@SETTINGS
+@given(text=TS_TEXT, missing=st.sampled_from(["refuse", "fill"]), require=st.booleans())
+@example(text="@classLabel true a b\n@data\n1,2:a\n1:?:b", missing="fill", require=True)
+def test_parse_ts_returns_cases_or_data_error(text, missing, require):
+    try:
+        data = parse_ts(text, "in.ts", missing=missing, require_labels=require)
+    except DataError as exc:
+        assert str(exc).startswith("in.ts: ")
+        return
+    _series_ok(data, require)
+    if require and len(set(data.labels)) > 1:  # trains: normalised cases, finite
+        cases = SeriesClassData(data, valid_fraction=0.2).cases("train")
+        assert all(bool(np.isfinite(c.x.numpy()).all()) for c in cases)
+
+
+@SETTINGS
+@given(raw=st.one_of(RAW, TS_TEXT.map(lambda s: s.encode("utf-8"))))
+def test_read_ts_on_any_file(folder, raw):
+    f = _write(folder, "in.ts", raw)
+    try:
+        data = read_ts(f, require_labels=False)
+    except DataError as exc:
+        assert str(f) in str(exc)
+        return
+    _series_ok(data, False)
+
+
+def _npz(arrays: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+NPZ_ARRAYS = st.fixed_dictionaries(
+    {"X": st.sampled_from([np.zeros((2, 3, 1)), np.array([[1.0, np.nan], [np.inf, 2.0]]), np.zeros((0, 2, 2)),
+                           np.array(["a", "b"]), np.ones((2, 2, 0)), np.arange(6.0).reshape(2, 3)])},
+    optional={"y": st.sampled_from([np.array(["a", "b"]), np.array([1, 2, 3]), np.array([[1, 2]]),
+                                    np.array(["", "a"])]),
+              "lengths": st.sampled_from([np.array([1, 2]), np.array([0, 9]), np.array([1.5, 2.0])]),
+              "classes": st.sampled_from([np.array(["a", "b"]), np.array(["a", "a"]), np.array([])])})
+
+
+@SETTINGS
+@given(raw=st.one_of(RAW, NPZ_ARRAYS.map(_npz), NPZ_ARRAYS.map(lambda a: _npz(a)[:-7]),
+                     st.binary(max_size=60).map(lambda b: b"PK\x03\x04" + b)), require=st.booleans())
+def test_read_npz_on_any_file(folder, raw, require):
+    f = _write(folder, "in.npz", raw)
+    try:
+        data = read_npz(f, require_labels=require)
+    except DataError as exc:
+        assert str(f) in str(exc)
+        return
+    _series_ok(data, require)
+
+
+SERIES_CASE = st.tuples(st.integers(1, 4), st.integers(1, 5)).flatmap(
+    lambda s: st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=s[0] * s[1], max_size=s[0] * s[1]).map(
+        lambda v: np.array(v).reshape(s[1], s[0])))
+
+
+@SETTINGS
+@given(cases=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), SERIES_CASE), min_size=1, max_size=6).filter(
+    lambda cs: len({c.shape[1] for _, c in cs}) == 1))
+def test_ts_write_then_read_gives_the_same_cases(cases):
+    text = "@classLabel true a b c\n@data\n" + "".join(
+        ":".join(",".join(repr(float(v)) for v in case[:, d]) for d in range(case.shape[1])) + f":{label}\n"
+        for label, case in cases)
+    back = parse_ts(text, "round.ts")
+    assert back.labels == [label for label, _ in cases]
+    assert all(np.array_equal(a, c) for a, (_, c) in zip(back.values, cases))
 
 
 # -- IDX (MNIST) ---------------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""``rnnlab predict RUN_DIR --file FILE``: tag new sentences with a tagger trained by 'rnnlab train tag', or classify
-texts with a classifier trained by 'rnnlab train classify' (the checkpoint's model kind decides). Tagger input is
-CoNLL-U (its lines are written back with the predicted tags in the trained column) or plain text (one sentence per
-line, tokens separated by whitespace); classifier input is one text per line, or a file in the training file's
-format (then the accuracy against its labels goes to stderr), and the output is 'label<TAB>text' per line."""
+"""``rnnlab predict RUN_DIR --file FILE``: tag new sentences with a tagger trained by 'rnnlab train tag', classify
+texts with a classifier trained by 'rnnlab train classify', or numeric series with one trained by 'rnnlab train
+classify-series' (the checkpoint decides). Tagger input is CoNLL-U (its lines are written back with the predicted
+tags in the trained column) or plain text (one sentence per line, tokens separated by whitespace); text classifier
+input is one text per line, or a file in the training file's format (then the accuracy against its labels goes to
+stderr), and the output is 'label<TAB>text' per line; series classifier input is a .ts or .npz file, and the output
+one label per case (with the accuracy when the file has labels)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +21,7 @@ from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.compat import check_vocab_fits, damaged, describe, reader_hint
 from ..train.supervised import classifier_sizes, load_sequence_model
 from ..train.tagging import SentenceBatches, load_tagger, tag_sentences
+from . import train_classify_series
 from .options import UsageError, int_range, usable_device
 from .unknown import check_input, say
 
@@ -42,6 +45,9 @@ examples:
                                          its labels (stderr)
   rnnlab predict runs/sst2-s0 --ensemble runs/sst2-s1 runs/sst2-s2 --file stsa.binary.test
                                          an ensemble of classifiers: their class probabilities averaged
+  rnnlab predict runs/jv --file JapaneseVowels_TEST.ts
+                                         a classifier of numeric series ('rnnlab train classify-series'):
+                                         one label per case out; the accuracy when the file has labels
 """
 
 
@@ -50,11 +56,13 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
                               "trained tagger, or classify texts with a trained classifier",
                               description=__doc__.split("\n\n")[0].replace("``", "'"),
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="RUN_DIR", help="a run directory of 'rnnlab train tag' or 'rnnlab train "
-                   "classify' (its best/ is used, else last/) or a checkpoint directory")
+    p.add_argument("checkpoint", metavar="RUN_DIR", help="a run directory of 'rnnlab train tag', 'rnnlab train "
+                   "classify' or 'rnnlab train classify-series' (its best/ is used, else last/) or a checkpoint "
+                   "directory")
     p.add_argument("--file", required=True, metavar="FILE", help="a tagger's input: CoNLL-U (*.conllu, *.conll) or "
-                   "plain text, one sentence per line, whitespace-separated tokens; a classifier's: one text per "
-                   "line, or labelled lines in the training file's format")
+                   "plain text, one sentence per line, whitespace-separated tokens; a text classifier's: one text "
+                   "per line, or labelled lines in the training file's format; a series classifier's: a .ts or .npz "
+                   "file")
     p.add_argument("--input-format", choices=("auto", "conllu", "text", "labeled"), default="auto",
                    help="how to read --file; text: one sentence / text per line; labeled (classifiers): the "
                    "training file's format; auto: CoNLL-U for *.conllu / *.conll with a tagger, with a classifier "
@@ -86,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if kind is None:
         raise UsageError(f"RUN_DIR {damaged(ckpt.path, CONFIG)}")
     if kind == "sequence_classifier":
+        if train_classify_series.is_series_classifier(ckpt.meta):
+            return train_classify_series.predict(args, device)
         return _classify(args, device)
     if kind != "bi_rnn_tagger":
         raise UsageError(f"RUN_DIR {ckpt.path}: holds {describe(ckpt.meta)}, not a tagger or a text classifier; "

@@ -6,10 +6,12 @@ model kinds (``rnnlab train tag``) have modules of their own, listed in ``OTHER_
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, read_text, \
+from ..data import token_cache
+from ..data.text import DEFAULT_BPE_VOCAB, LEVELS, DataError, LMStream, Vocab, build_corpus, check_file, read_text, \
     sha256_of, stdlib_corpus
 from ..models.lm import build_model
 from ..variants import ALL_CELLS
@@ -19,6 +21,7 @@ from ..train.compat import check_kind, check_vocab_fits
 from . import regularisation
 from . import structure
 from . import train_classify
+from . import train_classify_series
 from . import train_regress
 from . import train_seq2seq
 from . import train_tag
@@ -26,6 +29,7 @@ from .common import FINISHED, add_output_group, add_training_group, default_text
     flag_name, given_flags, load_best_weights, make_trainer, out_dir, refuse_existing_run, resume_run, torch_device, \
     train_line, train_options
 from .options import UsageError, float_range, int_range, positive_int, resume_error
+from .unknown import say
 
 # Every default next to its reason. Flags default to None in argparse so that "given on the command line" can be
 # told from "left at its default" (it matters for --resume and --stdlib-demo).
@@ -109,7 +113,8 @@ lists a model's options and examples."""
 
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides
 # add_train_parser(sub, parents), which adds its `rnnlab train <kind>` parser and sets its run function.
-OTHER_KINDS: tuple = (train_tag, train_regress, train_classify, train_seq2seq)
+OTHER_KINDS: tuple = (train_tag, train_regress, train_classify, train_classify_series,
+                      train_seq2seq)
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
@@ -151,6 +156,7 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
                    "words plus <unk>, <eos>" + _d("max_vocab"))
     g.add_argument("--bpe-vocab", type=int_range(257, 1_000_000), metavar="N", help="BPE vocabulary size"
                    + _d("bpe_vocab"))
+    add_cache_flags(g, "--train, --valid and --test are")
     if kind == "lm":
         g.add_argument("--stdlib-demo", action="store_true", help="train on the Python standard library's own "
                        f"source (no --train needed); defaults become {_demo_text()}")
@@ -191,6 +197,23 @@ def _add_options(p: argparse.ArgumentParser, kind: str) -> None:
     add_training_group(p, DEFAULTS, patience_help="stop after N epochs without a better validation loss",
                        schedule=True)
     add_output_group(p, DEFAULTS, default_out="runs/<model>-<level>-<time>", more=_add_output_options)
+
+
+def add_cache_flags(g, files: str) -> None:
+    """--cache-dir and --no-cache (also on 'rnnlab eval'; ``files``: what is cached, with its verb). Not run options:
+    a resumed run may change them."""
+    g.add_argument("--cache-dir", metavar="DIR", help=f"token cache: {files} tokenised once into DIR and "
+                   "memory-mapped by later runs, --resume and eval (default: $RNNLAB_CACHE/tokens, else "
+                   f"~/.cache/rnnlab/tokens, for files of {token_cache.MIN_BYTES // 1_000_000} MB or more: smaller "
+                   "ones tokenise in memory in well under a second; with --cache-dir any size is cached)")
+    g.add_argument("--no-cache", action="store_true", help="tokenise in memory; read and write no token cache")
+
+
+def cache_dir_of(args, paths) -> Path | None:
+    """The token cache directory of a command's --cache-dir / --no-cache for ``paths`` (None: in memory)."""
+    if getattr(args, "no_cache", False) and getattr(args, "cache_dir", None) is not None:
+        raise UsageError(f"--no-cache and --cache-dir {args.cache_dir}: cache in a directory or not at all; drop one")
+    return token_cache.choose_cache_dir(getattr(args, "cache_dir", None), getattr(args, "no_cache", False), paths)
 
 
 def _add_output_options(g) -> None:
@@ -294,12 +317,38 @@ def _texts(o: dict, sources: dict | None = None):
                     raise UsageError(f"{flag_name(flag)} {exc}") from None
             names.append(path or "")
     if sources:
-        for split, text, name in zip(("train", "valid", "test"), texts, names):
-            want = (sources.get(split) or {}).get("sha256")
-            if text is not None and want is not None and sha256_of(text) != want:
-                raise UsageError(f"{name}: the {split} text changed since the checkpoint was written; resuming "
-                                 "needs the same data")
+        _check_unchanged(sources, {s: sha256_of(t) for s, t in zip(("train", "valid", "test"), texts)
+                                   if t is not None}, names)
     return texts, tuple(names)
+
+
+def _check_unchanged(sources: dict, now: dict, names) -> None:
+    """A resumed run's data must be the checkpoint's: ``now`` maps each split to the sha256 of its text."""
+    for split, name in zip(("train", "valid", "test"), names):
+        want = (sources.get(split) or {}).get("sha256")
+        if split in now and want is not None and now[split] != want:
+            raise UsageError(f"{name}: the {split} text changed since the checkpoint was written; resuming needs the "
+                             "same data")
+
+
+def _cached_corpus(o: dict, cache_dir: Path, vocab, sources: dict | None):
+    """(corpus, CacheInfo) through the token cache, or None when the cache directory cannot be used (said in a
+    note: the run then tokenises in memory)."""
+    names = tuple(o[flag] or "" for flag in ("train", "valid", "test"))
+    try:
+        return token_cache.cached_corpus(
+            o["train"], o["valid"], o["test"], cache_dir=cache_dir, level=o["level"],
+            valid_fraction=o["valid_fraction"], min_count=o["min_count"], max_vocab=o["max_vocab"],
+            bpe_vocab=o["bpe_vocab"], vocab=vocab, names=names, note=say,
+            check=(lambda now: _check_unchanged(sources, now, names)) if sources else None)
+    except token_cache.SourceError as exc:
+        raise UsageError(f"{flag_name(exc.split)} {exc}") from None
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    except token_cache.CacheUnavailable as exc:
+        say(f"the token cache cannot be used ({exc}); tokenising in memory this time (give --cache-dir DIR, a "
+            "writable directory, or --no-cache)")
+        return None
 
 
 def _streams(o: dict, corpus):
@@ -334,7 +383,20 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing_run(out, checkpoint)
     device = torch_device(o["device"], o["threads"])
 
-    texts, names = _texts(o, checkpoint.meta.get("sources") if checkpoint else None)
+    sources = checkpoint.meta.get("sources") if checkpoint else None
+    if o["stdlib_demo"] and getattr(args, "cache_dir", None) is not None:
+        raise UsageError(f"--cache-dir {args.cache_dir} keeps tokenised files; --stdlib-demo reads none. Drop "
+                         "--cache-dir")
+    cache_dir = None if o["stdlib_demo"] else cache_dir_of(args, [o["train"], o["valid"], o["test"]])
+    if cache_dir is None:
+        texts, names = _texts(o, sources)
+    else:  # the files are read by the token cache; what _texts says first about a missing one is said here
+        for flag in ("train", "valid", "test"):
+            try:
+                if o[flag] is not None:
+                    check_file(o[flag])
+            except DataError as exc:
+                raise UsageError(f"{flag_name(flag)} {exc}") from None
     vocab = None
     if checkpoint is not None:
         try:
@@ -343,11 +405,19 @@ def run(args: argparse.Namespace) -> int:
             check_vocab_fits(checkpoint.path, config, [("vocabulary", len(vocab), "vocab_size")])
         except ValueError as exc:  # CheckpointError is a ValueError
             raise resume_error(checkpoint, exc) from None
-    try:
-        corpus = build_corpus(*texts, level=o["level"], valid_fraction=o["valid_fraction"], min_count=o["min_count"],
-                              max_vocab=o["max_vocab"], bpe_vocab=o["bpe_vocab"], vocab=vocab, names=names)
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
+    cached = _cached_corpus(o, cache_dir, vocab, sources) if cache_dir is not None else None
+    if cached is not None:
+        corpus, cache_info = cached
+    else:
+        if cache_dir is not None:  # the cache could not be used after all
+            texts, names = _texts(o, sources)
+        cache_info = None
+        try:
+            corpus = build_corpus(*texts, level=o["level"], valid_fraction=o["valid_fraction"],
+                                  min_count=o["min_count"], max_vocab=o["max_vocab"], bpe_vocab=o["bpe_vocab"],
+                                  vocab=vocab, names=names)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
     train, valid, test = _streams(o, corpus)
 
     torch.manual_seed(o["seed"])  # the initial weights
@@ -366,7 +436,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {corpus.sources['train']['name']}: {corpus.train.numel():,} train tokens"
           + (f", {corpus.valid.numel():,} valid" if corpus.valid is not None else "")
           + (f", {corpus.test.numel():,} test" if corpus.test is not None else "")
-          + f"; {o['level']} vocabulary of {len(corpus.vocab):,}", flush=True)
+          + f"; {o['level']} vocabulary of {len(corpus.vocab):,}"
+          + (f"; {cache_info.describe()}" if cache_info else ""), flush=True)
     engine = engine_name(device) if o["kind"] == "lm" else "-"
     print(f"model: {_describe(model)}, {n_params:,} parameters; batches {o['batch_size']} x {o['bptt']} steps"
           + (" (random length)" if o["random_bptt"] else "") + (f"; engine {engine}" if engine != "-" else ""),

@@ -7,6 +7,7 @@ confusion matrix on --valid and --test with the best weights. ``--resume DIR`` c
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -190,6 +191,9 @@ def _read(o: dict, sources: dict | None):
         if path is None:
             data[split] = None
             continue
+        if Path(path).suffix.lower() in (".ts", ".npz"):
+            raise UsageError(f"{flag_name(split)} {path}: a file of numeric series (.ts, .npz); 'rnnlab train "
+                             "classify' reads labelled text: use 'rnnlab train classify-series' for it")
         try:
             text = read_file_text(path)
             data[split] = parse_labeled(text, path, **read_options(o, spec, text, path))

@@ -82,8 +82,15 @@ def check_lm_text(vocab, text: str, where: str) -> str:
     check."""
     if vocab.level == "bpe":
         return ""
+    unknown, total = count_unknown(vocab.stoi, [text] if vocab.level == "char" else [text.split()])
+    return lm_unknown_note(vocab, unknown, total, where)
+
+
+def lm_unknown_note(vocab, unknown: Counter, total: int, where: str) -> str:
+    """``check_lm_text``'s note (or UsageError) from counts already made: the token cache counts while it encodes."""
+    if vocab.level == "bpe":
+        return ""
     unit = "characters" if vocab.level == "char" else "words"
-    return check_input(vocab.stoi, [text] if vocab.level == "char" else [text.split()], unit=unit, where=where,
-                       has_unk=vocab.unk_id is not None,
-                       fix=f"remove or replace these {unit}, or retrain with them in the training text (or in "
-                           "a --valid / --test text: that gives a character vocabulary <unk>)")
+    return unknown_note(unknown, total, unit=unit, where=where, has_unk=vocab.unk_id is not None,
+                        fix=f"remove or replace these {unit}, or retrain with them in the training text (or in "
+                            "a --valid / --test text: that gives a character vocabulary <unk>)")

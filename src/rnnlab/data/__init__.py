@@ -20,7 +20,12 @@ from .text import build_corpus as build_corpus
 from .text import load_corpus as load_corpus
 from .text import read_text as read_text
 from .text import stdlib_corpus as stdlib_corpus
+from .uea import LabeledSeries as LabeledSeries
+from .uea import SeriesClassData as SeriesClassData
+from .uea import read_labeled_series as read_labeled_series
+from .uea import read_ts as read_ts
 
-__all__ = ["Adding", "Copy", "Corpus", "DataError", "LMStream", "Parity", "SeqBatch", "SequentialMNIST", "SeriesDataset",
-           "TaggingVocab", "TextVocab", "Vocab", "batchify", "build_corpus", "load_corpus", "mnist_splits",
-           "read_conllu", "read_labeled", "read_series", "read_text", "stdlib_corpus"]
+__all__ = ["Adding", "Copy", "Corpus", "DataError", "LMStream", "LabeledSeries", "Parity", "SeqBatch",
+           "SequentialMNIST", "SeriesClassData", "SeriesDataset", "TaggingVocab", "TextVocab", "Vocab", "batchify",
+           "build_corpus", "load_corpus", "mnist_splits", "read_conllu", "read_labeled", "read_labeled_series",
+           "read_series", "read_text", "read_ts", "stdlib_corpus"]

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sysconfig
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,21 +52,35 @@ def read_text(path: str | Path, what: str = "text file",
     """The file's text, decoded as strict UTF-8; a clear DataError when it is missing, empty or not UTF-8. Every
     reader of a user's text file (corpora, CoNLL-U, labelled text) goes through here; ``what`` names the kind of
     file and ``needs`` says why an empty one will not do."""
+    p = check_file(path, what)
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise empty_file(p, needs)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid_utf8(p, exc.start, raw[exc.start:exc.start + 4], raw.count(b"\n", 0, exc.start) + 1) from None
+
+
+def check_file(path: str | Path, what: str = "text file") -> Path:
+    """``path`` as a Path; a DataError when it does not exist or is a directory (the checks of ``read_text``, shared
+    with the token cache, which reads a file in chunks)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file; check the path")
     if p.is_dir():
         raise DataError(f"{p}: is a directory, not a {what}; pass a file")
-    raw = p.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{p}: the file is empty (or only whitespace); {needs}")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.start + 4]
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{p}: line {line}: invalid UTF-8 (byte offset {exc.start}, bytes {bad!r}); convert the "
-                        f"file to UTF-8, e.g. 'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'") from None
+    return p
+
+
+def empty_file(p: Path, needs: str = "a language model needs text to read") -> DataError:
+    return DataError(f"{p}: the file is empty (or only whitespace); {needs}")
+
+
+def invalid_utf8(p: Path, offset: int, bad: bytes, line: int) -> DataError:
+    """The error of a file that is not UTF-8: its first invalid ``bad`` bytes at byte ``offset``, on ``line``."""
+    return DataError(f"{p}: line {line}: invalid UTF-8 (byte offset {offset}, bytes {bad!r}); convert the file to "
+                     f"UTF-8, e.g. 'iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8{p.suffix}'")
 
 
 def sha256_of(text: str) -> str:
@@ -124,7 +140,9 @@ def _bpe_module():
     return require("tokenizers", purpose="the BPE level (--level bpe)")
 
 
-def _train_bpe(text: str, vocab_size: int):
+def _train_bpe(lines: Iterable[str | list[str]], vocab_size: int):
+    """A byte-level BPE trained on ``lines`` (strings, or lists of strings): an iterator, so a corpus is never held
+    whole (the token cache passes the training file's lines block by block)."""
     tk = _bpe_module()
     tok = tk.Tokenizer(tk.models.BPE())
     # Byte-level: every string maps to bytes first, so no text is ever unknown (Unicode-safe by construction).
@@ -132,7 +150,7 @@ def _train_bpe(text: str, vocab_size: int):
     tok.decoder = tk.decoders.ByteLevel()
     trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                      initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(text.splitlines(keepends=True), trainer)
+    tok.train_from_iterator(lines, trainer)
     return tok
 
 
@@ -186,24 +204,42 @@ class Vocab:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         if level == "char":
             chars = sorted(set(text))
-            unseen = any(set(t) - set(chars) for t in extra_texts)
-            return cls("char", ([UNK] if unseen else []) + chars, [UNK] if unseen else [])
+            return cls.of_chars(chars, unseen=any(set(t) - set(chars) for t in extra_texts))
         if level == "word":
-            if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-                raise ValueError(f"min_count must be an integer >= 1; got {min_count!r}")
-            if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 3):
-                raise ValueError(f"max vocabulary size must be an integer >= 3 (it includes {UNK} and {EOS}); "
-                                 f"got {max_size!r}")
-            counts = Counter(w for w in words_of(text) if w not in (UNK, EOS))
-            # Most frequent first; ties keep first-appearance order (Counter is insertion-ordered): deterministic.
-            words = [w for w, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count]
-            if max_size is not None:
-                words = words[:max_size - 2]
-            return cls("word", [UNK, EOS] + words, [UNK, EOS])
+            # The words of words_of(text) are those of text.split() (a line split on "\n", then on whitespace):
+            # counted straight from the text, without the list of all its tokens.
+            return cls.of_word_counts(Counter(text.split()), min_count=min_count, max_size=max_size)
+        return cls.of_bpe(text.splitlines(keepends=True), bpe_vocab)
+
+    @classmethod
+    def of_chars(cls, chars: list[str], unseen: bool) -> Vocab:
+        """The char vocabulary of the training text's sorted ``chars``, with ``<unk>`` first when ``unseen`` (the
+        validation/test text has characters the training text lacks)."""
+        return cls("char", ([UNK] if unseen else []) + chars, [UNK] if unseen else [])
+
+    @classmethod
+    def of_word_counts(cls, counts: Counter, *, min_count: int = 1, max_size: int | None = None) -> Vocab:
+        """The word vocabulary of the training text's word ``counts`` (a Counter updated in text order; the literal
+        words ``<unk>`` and ``<eos>`` are ignored: they are the specials)."""
+        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+            raise ValueError(f"min_count must be an integer >= 1; got {min_count!r}")
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 3):
+            raise ValueError(f"max vocabulary size must be an integer >= 3 (it includes {UNK} and {EOS}); "
+                             f"got {max_size!r}")
+        # Most frequent first; ties keep first-appearance order (Counter is insertion-ordered): deterministic.
+        words = [w for w, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count and w not in (UNK, EOS)]
+        if max_size is not None:
+            words = words[:max_size - 2]
+        return cls("word", [UNK, EOS] + words, [UNK, EOS])
+
+    @classmethod
+    def of_bpe(cls, lines: Iterable[str | list[str]], bpe_vocab: int = DEFAULT_BPE_VOCAB) -> Vocab:
+        """A byte-level BPE vocabulary trained on the training text's ``lines`` (``str.splitlines(keepends=True)``
+        pieces, or lists of them), read once from the iterator."""
         if isinstance(bpe_vocab, bool) or not isinstance(bpe_vocab, int) or bpe_vocab < 257:
             raise ValueError(f"BPE vocabulary size must be an integer >= 257 (256 byte tokens + merges); "
                              f"got {bpe_vocab!r}")
-        tok = _train_bpe(text, bpe_vocab)
+        tok = _train_bpe(lines, bpe_vocab)
         itos = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
         return cls("bpe", itos, [], tok.to_str())
 
@@ -264,8 +300,9 @@ class Vocab:
 # -- train / valid / test ------------------------------------------------------------------------------------------
 @dataclass
 class Corpus:
-    """The vocabulary and the token-id streams (1-D LongTensors) of the three splits; ``valid``/``test`` may be
-    None. ``sources`` records where each split came from (path or description, sha256 of its text)."""
+    """The vocabulary and the token-id streams (1-D integer tensors: int64, or uint8 / int16 / int32 memory-mapped
+    from the token cache) of the three splits; ``valid``/``test`` may be None. ``sources`` records where each split
+    came from (path or description, sha256 of its text)."""
 
     vocab: Vocab
     train: Tensor
@@ -322,12 +359,18 @@ def build_corpus(train: str, valid: str | None = None, test: str | None = None, 
     return Corpus(vocab, ids(train, names[0]), ids(valid, names[1]), ids(test, names[2]), sources)
 
 
-def load_corpus(train: str | Path, valid: str | Path | None = None, test: str | Path | None = None,
-                **kwargs) -> Corpus:
-    """``build_corpus`` on UTF-8 files (same keyword options); errors name the file."""
-    texts = [None if p is None else read_text(p) for p in (train, valid, test)]
+def load_corpus(train: str | Path, valid: str | Path | None = None, test: str | Path | None = None, *,
+                cache_dir: str | Path | None = None, **kwargs) -> Corpus:
+    """``build_corpus`` on UTF-8 files (same keyword options); errors name the file. With ``cache_dir``, through
+    the token cache there (``rnnlab.data.token_cache``): the same corpus, its id streams memory-mapped."""
     names = tuple(str(p) if p is not None else "" for p in (train, valid, test))
-    corpus = build_corpus(*texts, names=names, **kwargs)
+    if cache_dir is not None:
+        from .token_cache import cached_corpus  # it imports this module
+
+        corpus = cached_corpus(train, valid, test, cache_dir=cache_dir, names=names, **kwargs)[0]
+    else:
+        texts = [None if p is None else read_text(p) for p in (train, valid, test)]
+        corpus = build_corpus(*texts, names=names, **kwargs)
     for split, p in (("train", train), ("valid", valid), ("test", test)):
         if p is not None:
             corpus.sources[split]["path"] = str(Path(p).resolve())
@@ -338,13 +381,19 @@ def load_corpus(train: str | Path, valid: str | Path | None = None, test: str | 
 def batchify(tokens: Tensor, batch_size: int, name: str = "stream") -> Tensor:
     """Cut a 1-D token stream into ``batch_size`` contiguous columns: column b is the b-th slice of the stream, read
     top to bottom. The tail that does not fill a row is dropped (< batch_size tokens)."""
+    rows = _rows(tokens.numel(), batch_size, name)
+    return tokens[:rows * batch_size].view(batch_size, rows).t().contiguous()  # (rows, B)
+
+
+def _rows(n: int, batch_size: int, name: str) -> int:
+    """The rows of ``batchify``'s layout of ``n`` tokens in ``batch_size`` columns (a DataError below 2)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch size must be an integer >= 1; got {batch_size!r}")
-    rows = tokens.numel() // batch_size
+    rows = n // batch_size
     if rows < 2:  # an input step and its target at the least
-        raise DataError(f"{name}: {tokens.numel()} tokens are too few for batch size {batch_size} (each of the "
+        raise DataError(f"{name}: {n} tokens are too few for batch size {batch_size} (each of the "
                         f"{batch_size} columns needs at least 2 tokens); use a smaller batch size or more text")
-    return tokens[:rows * batch_size].view(batch_size, rows).t().contiguous()  # (rows, B)
+    return rows
 
 
 class LMStream:
@@ -364,14 +413,37 @@ class LMStream:
             raise DataError(f"bptt must be an integer >= 1 (steps per chunk); got {bptt!r}")
         if tokens.dim() != 1:
             raise ValueError(f"{name}: tokens must be a 1-D stream of ids; got shape {tuple(tokens.shape)}")
-        self.data = batchify(tokens, batch_size, name)  # (rows, B)
+        # The stream stays as it is (it may be a memory map of the token cache, in uint8/int16/int32): each chunk is
+        # gathered from it by index, the batchify layout is never built. Column b is tokens[b*rows : (b+1)*rows].
+        self.rows = _rows(tokens.numel(), batch_size, name)
+        self.tokens = tokens  # (N,)
+        self._starts = torch.arange(batch_size) * self.rows  # (B,) where each column starts in the stream
+        # A stream the token cache mapped is read from its file (pread): a page of a memory map stays in the
+        # process's RSS once touched (a whole 2 MB folio on recent kernels), so B columns moving through a large
+        # file would add up to the file's size; the page cache holds the same data outside the RSS.
+        self._file = getattr(tokens, "_rnnlab_file", None) if hasattr(os, "pread") else None
+        self._memo = None  # (epoch, its random chunk lengths)
         self.batch_size, self.bptt, self.random_bptt, self.seed, self.name = batch_size, bptt, random_bptt, seed, name
+
+    @property
+    def data(self) -> Tensor:
+        """The ``batchify`` layout (rows, B) as int64, built on each call: for inspecting small streams (training
+        reads chunks without it)."""
+        return batchify(self.tokens[:self.rows * self.batch_size].long(), self.batch_size, self.name)
 
     def chunk_lengths(self, epoch: int) -> list[int]:
         """The T of every chunk of ``epoch`` (the last one may be shorter: the stream ends)."""
-        steps = self.data.shape[0] - 1  # the last row is only ever a target
+        steps = self.rows - 1  # the last row is only ever a target
         if not self.random_bptt:
             return [min(self.bptt, steps - i) for i in range(0, steps, self.bptt)]
+        return list(self._random_lengths(epoch))
+
+    def _random_lengths(self, epoch: int) -> tuple[int, ...]:
+        # Kept for the last epoch asked: the trainer asks for the count at every log line, and a large corpus has
+        # millions of chunks an epoch.
+        if self._memo is not None and self._memo[0] == epoch:
+            return self._memo[1]
+        steps = self.rows - 1
         rng = random.Random(self.seed * 1_000_003 + epoch)
         lengths, i = [], 0
         while i < steps:
@@ -379,22 +451,45 @@ class LMStream:
             n = min(max(1, int(rng.gauss(base, 5))), steps - i)
             lengths.append(n)
             i += n
-        return lengths
+        self._memo = (epoch, tuple(lengths))
+        return self._memo[1]
 
     def num_batches(self, epoch: int = 0) -> int:
-        return len(self.chunk_lengths(epoch))
+        if not self.random_bptt:
+            return -(-(self.rows - 1) // self.bptt)  # ceil: the last chunk may be shorter
+        return len(self._random_lengths(epoch))
 
     @property
     def tokens_per_epoch(self) -> int:
-        return (self.data.shape[0] - 1) * self.batch_size
+        return (self.rows - 1) * self.batch_size
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The chunks of ``epoch`` from chunk index ``start`` on."""
-        lengths = self.chunk_lengths(epoch)
-        i = sum(lengths[:start])
-        for n in lengths[start:]:
-            yield self.data[i:i + n], self.data[i + 1:i + 1 + n]  # (T, B) inputs, (T, B) next tokens
+        steps = self.rows - 1
+        if self.random_bptt:
+            lengths = self._random_lengths(epoch)
+            i, todo = sum(lengths[:start]), lengths[start:]
+        else:  # without a list: a large corpus has millions of chunks an epoch
+            i = min(start * self.bptt, steps)
+            todo = (min(self.bptt, steps - j) for j in range(i, steps, self.bptt))
+        for n in todo:
+            rows = self._read(i, n + 1) if self._file is not None else \
+                self.tokens[torch.arange(i, i + n + 1).unsqueeze(1) + self._starts].long()  # (T + 1, B)
+            yield rows[:-1], rows[1:]  # (T, B) inputs, (T, B) next tokens: rows i .. i+n of data
             i += n
+
+    def _read(self, i: int, n: int) -> Tensor:
+        """Rows i .. i+n-1 of the batchify layout, read from the token cache's file: (n, B) int64."""
+        file, offset, dtype = self._file
+        size = np.dtype(dtype).itemsize
+        out = np.empty((self.batch_size, n), dtype=dtype)
+        for b in range(self.batch_size):
+            raw = os.pread(file.fd, n * size, offset + (b * self.rows + i) * size)
+            if len(raw) != n * size:
+                raise DataError(f"{file.path}: the token cache file was cut short while in use; run again (a "
+                                "damaged cache is rebuilt)")
+            out[b] = np.frombuffer(raw, dtype=dtype)
+        return torch.from_numpy(out.T.astype(np.int64))  # (n, B)
 
     def __iter__(self):
         return self.batches(0)

@@ -14,10 +14,11 @@ from .checkpoint import CheckpointError
 
 # The run kind ('run'.'kind' in checkpoint.json) → the command that trains it and the ones that read it.
 TRAINED_BY = {"lm": "rnnlab train lm", "ngram": "rnnlab train ngram", "tag": "rnnlab train tag",
-              "classify": "rnnlab train classify", "regress": "rnnlab train regress",
+              "classify": "rnnlab train classify", "classify-series": "rnnlab train classify-series",
+              "regress": "rnnlab train regress",
               "seq2seq": "rnnlab train seq2seq", "task": "rnnlab task"}
 READ_BY = {"lm": "rnnlab generate / eval", "ngram": "rnnlab generate / eval", "tag": "rnnlab predict",
-           "classify": "rnnlab predict", "seq2seq": "rnnlab translate", "task": "rnnlab diagnose"}
+           "classify": "rnnlab predict", "classify-series": "rnnlab predict", "seq2seq": "rnnlab translate", "task": "rnnlab diagnose"}
 
 
 def describe(meta: dict) -> str:

@@ -439,7 +439,7 @@ class LMStream:
         return list(self._random_lengths(epoch))
 
     def _random_lengths(self, epoch: int) -> tuple[int, ...]:
-        # Kept for the last epoch asked: the trainer asks for the count at every log line, and a large corpus has
+        # Kept for the last epoch computed: the trainer reads the count at every log line, and a large corpus has
         # millions of chunks an epoch.
         if self._memo is not None and self._memo[0] == epoch:
             return self._memo[1]

@@ -35,10 +35,12 @@ examples:
                                       Python's own source, checkpoints in --out, then samples
   rnnlab train tag --train en_ewt-ud-train.conllu --valid en_ewt-ud-dev.conllu
                                       a BiLSTM part-of-speech tagger from CoNLL-U
-  rnnlab train classify --train stsa.binary.train --valid stsa.binary.dev --bidirectional
+  rnnlab train classify --train stsa.binary.train --valid stsa.binary.dev
                                       a sentence classifier from a labelled text file (TSV, CSV, "label text")
   rnnlab train regress --train series.csv --target value --window 30
                                       next-value forecasting on a numeric CSV, against the last-value baseline
+  rnnlab train classify-series --train X_TRAIN.ts --test X_TEST.ts
+                                      classify numeric sequences (UEA/UCR .ts or NPZ), e.g. speech or motion
   rnnlab task parity                  a memory task (parity, adding, copy) or sequential MNIST, trained and tested
   rnnlab diagnose --task adding --cell rnn_tanh --length 100
                                       does the gradient vanish or explode through time? figures + report.html

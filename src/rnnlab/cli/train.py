@@ -105,10 +105,10 @@ examples:
 
 DESCRIPTION = """\
 'rnnlab train MODEL': train a recurrent language model (lm), a feed-forward n-gram language model (ngram), a
-part-of-speech tagger (tag), a forecaster of a numeric series (regress), a text classifier (classify) or an
-encoder-decoder (seq2seq), with per-epoch summaries, 'last/' and 'best/' checkpoints in '--out' and metrics in
-'OUT/metrics.jsonl'. '--resume DIR' continues a stopped run exactly where it stopped. 'rnnlab train MODEL --help'
-lists a model's options and examples."""
+part-of-speech tagger (tag), a forecaster of a numeric series (regress), a text classifier (classify), a
+classifier of numeric sequences (classify-series) or an encoder-decoder (seq2seq), with per-epoch summaries,
+'last/' and 'best/' checkpoints in '--out' and metrics in 'OUT/metrics.jsonl'. '--resume DIR' continues a stopped
+run exactly where it stopped. 'rnnlab train MODEL --help' lists a model's options and examples."""
 
 
 # Other model kinds live in modules of their own (cli/train_<kind>.py); each provides

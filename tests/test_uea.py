@@ -121,7 +121,7 @@ def test_malformed_headers(tmp_path, text, message):
 def test_missing_values_are_refused_by_default_naming_line_dimension_and_position(tmp_path):
     f = write(tmp_path, HEADER.replace("@missing false", "@missing true") + "1,2,3:4,5,6:up\n1,?,3:4,5,6:down\n")
     with pytest.raises(DataError, match=r"toy\.ts: line 12, dimension 1, value 2: a missing value \('\?'\); rnnlab "
-                                        r"does not fill gaps unless asked\. Pass --missing fill"):
+                                        r"does not fill gaps unless told to\. Pass --missing fill"):
         read_ts(f)
 
 

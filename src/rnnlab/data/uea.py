@@ -158,7 +158,7 @@ def _fill(case: np.ndarray, path: str, where: str) -> tuple[np.ndarray, int]:
 
 def _missing_error(path: str, where: str, dim: int, pos: int, cell: str) -> DataError:
     return DataError(f"{path}: {where}, dimension {dim}, value {pos}: a missing value ({cell!r}); rnnlab does not "
-                     "fill gaps unless asked. Pass --missing fill (the previous value of the dimension; trailing "
+                     "fill gaps unless told to. Pass --missing fill (the previous value of the dimension; trailing "
                      "gaps end the case) or remove the case")
 
 

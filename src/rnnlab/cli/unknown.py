@@ -10,10 +10,10 @@ line on stderr. A literal ``<unk>`` in the input is in the vocabulary, so it is 
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from typing import Container, Iterable, Sequence
 
+from ..data import token_cache
 from .options import UsageError
 
 SHOWN = 5  # the most frequent unknown tokens a message names
@@ -64,7 +64,7 @@ def unknown_note(unknown: Counter, total: int, *, unit: str, where: str, has_unk
 def say(note: str) -> None:
     """Print ``note`` (when not empty) on stderr as one line ``rnnlab: note: ...``."""
     if note:
-        print(f"rnnlab: note: {note}", file=sys.stderr)
+        token_cache.say(note)
 
 
 def check_input(known: Container[str], sequences: Iterable[Sequence[str]], *, unit: str, where: str, has_unk: bool,
